@@ -1,0 +1,260 @@
+"""The SimCLR view generator: random resized crop, flip, colour jitter, grayscale, blur.
+
+`SimCLRAugment` turns a batch of images (uint8 in [0, 255], or float in [0, 1]) of any size
+into float32 views in [0, 1] at `image_size`, with the paper's defaults (Chen et al. 2020,
+appendix A; google-research/simclr `data_util.py`):
+
+- random resized crop: area U(0.08, 1) of the image, aspect ratio log-uniform in
+  (3/4, 4/3), 10 attempts then the whole image (as torchvision); bilinear resize;
+- horizontal flip with p = 0.5;
+- with p = 0.8, colour jitter of strength s in random order: brightness delta
+  U(-0.8s, 0.8s) (additive, SimCLRv1), contrast and saturation multipliers U(1-0.8s, 1+0.8s),
+  hue delta U(-0.2s, 0.2s) of the colour circle;
+- grayscale with p = 0.2; Gaussian blur with p = `blur_prob` (0.5 for ImageNet, off for
+  CIFAR), sigma U(0.1, 2.0) and a kernel of about 10% of the side; optional solarization.
+
+The image operations of jitter, grayscale and solarization are keras-cv's
+(`augment_images` of its vectorised layers). Their own factor samplers do not draw the
+paper's distributions (saturation is sampled in f/(1-f) space, hue with a separate sign,
+DESIGN section 4) and ignore the seed, so every random parameter is drawn here, in the
+paper's units, from one seeded `tf.random.Generator`. Each image independently draws
+whether a step applies (a vectorised `tf.where`, not keras-cv `RandomApply`, which loops
+over images and needs AutoGraph); the jitter order is drawn once per batch, so each image
+still sees a uniformly random order. Crop (one `tf.image.crop_and_resize` over the batch)
+and blur (one depthwise convolution with a per-image kernel) are vectorised here because
+keras-cv's `RandomCropAndResize` and `RandomGaussianBlur` loop over images one by one.
+
+Created inside a `tf.distribute` scope, the generator gives every replica different
+numbers; successive calls (the two views) differ; the same seed repeats the same views.
+"""
+import itertools
+import math
+
+import keras
+import keras_cv
+import tensorflow as tf
+
+_JITTER_ORDERS = tuple(itertools.permutations(range(4)))
+_CROP_ATTEMPTS = 10
+
+
+def to_float_images(images):
+    """uint8 images in [0, 255] -> float32 in [0, 1]; float images are taken as in [0, 1]."""
+    if images.dtype == tf.uint8:
+        return tf.cast(images, tf.float32) / 255.0
+    return tf.cast(images, tf.float32)
+
+
+def saturation_factor(multiplier):
+    """keras-cv RandomSaturation factor giving saturation multiplier `multiplier`.
+
+    keras-cv multiplies saturation by f / (1 - f), so multiplier m needs f = m / (1 + m).
+    """
+    return multiplier / (1.0 + multiplier)
+
+
+def _generator(seed):
+    if seed is None:
+        return tf.random.Generator.from_non_deterministic_state()
+    return tf.random.Generator.from_seed(seed)
+
+
+@keras.saving.register_keras_serializable(package="keras_simclr")
+class SimCLRAugment(keras.layers.Layer):
+    """Random SimCLR views of a batch of images; see the module docstring.
+
+    Args:
+        image_size: side of the square output views.
+        crop_area: (min, max) fraction of the image area kept by the random crop.
+        crop_aspect: (min, max) aspect ratio of the crop.
+        flip_prob: probability of a horizontal flip.
+        jitter_strength: s in the paper (0.5 for CIFAR, 1.0 for ImageNet).
+        jitter_prob: probability of colour jitter per image.
+        grayscale_prob: probability of converting to grayscale.
+        blur_prob: probability of Gaussian blur (0 disables the step).
+        blur_sigma: (min, max) standard deviation of the blur, in pixels.
+        solarize_prob: probability of solarization at threshold 0.5 (0 disables).
+        seed: integer making the views reproducible; None draws fresh randomness.
+    """
+
+    def __init__(
+        self,
+        image_size,
+        crop_area=(0.08, 1.0),
+        crop_aspect=(3 / 4, 4 / 3),
+        flip_prob=0.5,
+        jitter_strength=0.5,
+        jitter_prob=0.8,
+        grayscale_prob=0.2,
+        blur_prob=0.0,
+        blur_sigma=(0.1, 2.0),
+        solarize_prob=0.0,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        for name, p in [("flip_prob", flip_prob), ("jitter_prob", jitter_prob),
+                        ("grayscale_prob", grayscale_prob), ("blur_prob", blur_prob),
+                        ("solarize_prob", solarize_prob)]:
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {p}")
+        if not 0.0 < crop_area[0] <= crop_area[1] <= 1.0:
+            raise ValueError(f"crop_area must satisfy 0 < min <= max <= 1, got {crop_area}")
+        if image_size < 1:
+            raise ValueError(f"image_size must be positive, got {image_size}")
+        self.image_size = int(image_size)
+        self.crop_area = tuple(float(a) for a in crop_area)
+        self.crop_aspect = tuple(float(a) for a in crop_aspect)
+        self.flip_prob = float(flip_prob)
+        self.jitter_strength = float(jitter_strength)
+        self.jitter_prob = float(jitter_prob)
+        self.grayscale_prob = float(grayscale_prob)
+        self.blur_prob = float(blur_prob)
+        self.blur_sigma = tuple(float(s) for s in blur_sigma)
+        self.solarize_prob = float(solarize_prob)
+        self.seed = seed
+        self._rng = _generator(seed)
+        # keras-cv layers used for their image operations only; parameters come from _rng.
+        self._brightness = keras_cv.layers.RandomBrightness(0.0, value_range=(0, 1))
+        self._contrast = keras_cv.layers.RandomContrast((0, 1), 0.0)
+        self._saturation = keras_cv.layers.RandomSaturation((0.5, 0.5))
+        self._hue = keras_cv.layers.RandomHue((0.0, 0.0), value_range=(0, 1))
+        self._grayscale = keras_cv.layers.Grayscale(output_channels=3)
+        self._solarize = keras_cv.layers.Solarization((0, 1), threshold_factor=(128, 128))
+
+    def build(self, input_shape):
+        # The keras-cv layers hold no weights; only their image operations are used.
+        for layer in (self._brightness, self._contrast, self._saturation, self._hue,
+                      self._grayscale, self._solarize):
+            layer.built = True
+        self.built = True
+
+    @classmethod
+    def crop_and_flip(cls, image_size, seed=None):
+        """The linear-evaluation augmentation: random resized crop and flip only."""
+        return cls(image_size, jitter_prob=0.0, grayscale_prob=0.0, seed=seed)
+
+    def _crop_boxes(self, images):
+        """Normalised [y1, x1, y2, x2] boxes, one random resized crop per image."""
+        shape = tf.shape(images)
+        batch = shape[0]
+        height, width = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+        attempts = (batch, _CROP_ATTEMPTS)
+        area = self._rng.uniform(attempts, self.crop_area[0], self.crop_area[1])
+        log_aspect = self._rng.uniform(
+            attempts, math.log(self.crop_aspect[0]), math.log(self.crop_aspect[1])
+        )
+        aspect = tf.exp(log_aspect)
+        # Box sides as fractions of the image height and width: area fraction a and
+        # pixel aspect w/h = r give h_px = sqrt(a H W / r), w_px = sqrt(a H W r).
+        crop_h = tf.sqrt(area * width / (aspect * height))
+        crop_w = tf.sqrt(area * height * aspect / width)
+        fits = (crop_h <= 1.0) & (crop_w <= 1.0)
+        first_fit = tf.argmax(tf.cast(fits, tf.int32), axis=1, output_type=tf.int32)
+        any_fit = tf.reduce_any(fits, axis=1)
+        crop_h = tf.where(any_fit, tf.gather(crop_h, first_fit, batch_dims=1), 1.0)
+        crop_w = tf.where(any_fit, tf.gather(crop_w, first_fit, batch_dims=1), 1.0)
+        y1 = self._rng.uniform((batch,)) * (1.0 - crop_h)
+        x1 = self._rng.uniform((batch,)) * (1.0 - crop_w)
+        return tf.stack([y1, x1, y1 + crop_h, x1 + crop_w], axis=1)
+
+    def _maybe(self, prob, layer, images):
+        """Apply `layer` to each image independently with probability `prob`."""
+        if prob <= 0.0:
+            return images
+        if prob >= 1.0:
+            return layer(images)
+        apply = self._rng.uniform((tf.shape(images)[0], 1, 1, 1)) < prob
+        return tf.where(apply, layer(images), images)
+
+    def _uniform(self, batch, low, high, rank=1):
+        return self._rng.uniform((batch,) + (1,) * (rank - 1), low, high)
+
+    def jitter_parameters(self, batch):
+        """Per-image colour-jitter draws in the paper's units (also used by the tests)."""
+        s = self.jitter_strength
+        low, high = max(0.0, 1.0 - 0.8 * s), 1.0 + 0.8 * s
+        return {
+            "brightness_delta": self._uniform(batch, -0.8 * s, 0.8 * s, rank=4),
+            "contrast_multiplier": self._uniform(batch, low, high, rank=4),
+            "saturation_multiplier": self._uniform(batch, low, high),
+            "hue_delta": self._uniform(batch, -0.2 * s, 0.2 * s),
+        }
+
+    def _color_jitter(self, images):
+        params = self.jitter_parameters(tf.shape(images)[0])
+        saturation = saturation_factor(params["saturation_multiplier"])
+        steps = [
+            lambda x: self._brightness.augment_images(x, params["brightness_delta"]),
+            lambda x: self._contrast.augment_images(x, params["contrast_multiplier"]),
+            lambda x: self._saturation.augment_images(x, saturation),
+            lambda x: self._hue.augment_images(x, params["hue_delta"]),
+        ]
+        order = self._rng.uniform((), 0, len(_JITTER_ORDERS), dtype=tf.int64)
+        for slot in range(4):
+            step = tf.gather(tf.constant(_JITTER_ORDERS, tf.int32)[:, slot], order)
+            images = tf.switch_case(
+                step, [lambda f=f, x=images: f(x) for f in steps]
+            )
+        return images
+
+    def _gaussian_blur(self, images):
+        """Blur each image with its own sigma: one depthwise conv, images as channels."""
+        batch = tf.shape(images)[0]
+        radius = self.image_size // 20  # kernel 2r+1, about 10% of the side
+        sigma = self._uniform(batch, *self.blur_sigma)
+        offsets = tf.range(-radius, radius + 1, dtype=tf.float32)
+        kernel = tf.exp(-tf.square(offsets)[None, :] / (2.0 * tf.square(sigma)[:, None]))
+        kernel /= tf.reduce_sum(kernel, axis=1, keepdims=True)  # (B, 2r+1)
+        kernel = tf.repeat(tf.transpose(kernel), 3, axis=1)  # (2r+1, B*3), channel-major
+        size = self.image_size
+        stacked = tf.reshape(tf.transpose(images, [1, 2, 0, 3]), [1, size, size, -1])
+        pad = [[0, 0], [radius, radius], [radius, radius], [0, 0]]
+        stacked = tf.pad(stacked, pad, mode="REFLECT")
+        stacked = tf.nn.depthwise_conv2d(
+            stacked, kernel[:, None, :, None], [1, 1, 1, 1], "VALID"
+        )
+        stacked = tf.nn.depthwise_conv2d(
+            stacked, kernel[None, :, :, None], [1, 1, 1, 1], "VALID"
+        )
+        return tf.transpose(tf.reshape(stacked, [size, size, batch, 3]), [2, 0, 1, 3])
+
+    def _flip(self, images):
+        flip = self._rng.uniform((tf.shape(images)[0], 1, 1, 1)) < self.flip_prob
+        return tf.where(flip, tf.reverse(images, axis=[2]), images)
+
+    def call(self, images):
+        images = to_float_images(images)
+        if images.shape.rank != 4:
+            raise ValueError(f"expected a batch of images [B, H, W, C], got {images.shape}")
+        boxes = self._crop_boxes(images)
+        views = tf.image.crop_and_resize(
+            images, boxes, tf.range(tf.shape(images)[0]), [self.image_size] * 2
+        )
+        views = self._flip(views)
+        views = self._maybe(self.jitter_prob, self._color_jitter, views)
+        views = self._maybe(self.grayscale_prob, self._grayscale, views)
+        views = self._maybe(self.blur_prob, self._gaussian_blur, views)
+        views = self._maybe(self.solarize_prob, self._solarize, views)
+        views = tf.clip_by_value(views, 0.0, 1.0)
+        return tf.ensure_shape(views, [None, self.image_size, self.image_size, 3])
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.image_size, self.image_size, 3)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            image_size=self.image_size,
+            crop_area=self.crop_area,
+            crop_aspect=self.crop_aspect,
+            flip_prob=self.flip_prob,
+            jitter_strength=self.jitter_strength,
+            jitter_prob=self.jitter_prob,
+            grayscale_prob=self.grayscale_prob,
+            blur_prob=self.blur_prob,
+            blur_sigma=self.blur_sigma,
+            solarize_prob=self.solarize_prob,
+            seed=self.seed,
+        )
+        return config

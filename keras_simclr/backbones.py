@@ -1,0 +1,113 @@
+"""ResNet encoders f(x) = h for SimCLR, as functional Keras models.
+
+ResNet-18/34 (basic blocks) and ResNet-50 (bottlenecks) after He et al. 2016, with
+- `stem="imagenet"`: 7x7 stride-2 convolution and 3x3 stride-2 max-pool (224 px inputs);
+- `stem="cifar"`: one 3x3 stride-1 convolution and no pooling (32 px inputs, as the
+  SimCLR paper's CIFAR-10 experiments);
+- `width_multiplier` scaling every channel count (SimCLR's 1x/2x/4x, or fractions such as
+  0.25 for small CPU runs);
+- output h: global average pooling of the last stage, of size 512*width (18/34) or
+  2048*width (50);
+- BatchNormalization with momentum 0.9 and epsilon 1e-5 as the official code, the last BN
+  of every residual branch initialised to zero, and `synchronized_bn` passed at
+  construction so that it survives `.keras` save/load (DESIGN section 4).
+
+keras-cv's `ResNetBackbone` has neither a CIFAR stem nor a synchronized-BN flag that
+survives reload, so the network is built here. The model expects float images in [0, 1].
+"""
+import keras
+
+_BLOCKS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3))}
+_STAGE_FILTERS = (64, 128, 256, 512)
+BACKBONES = tuple(f"resnet{depth}" for depth in _BLOCKS)
+STEMS = ("imagenet", "cifar")
+
+
+def _conv(filters, kernel, strides, name):
+    return keras.layers.Conv2D(
+        filters, kernel, strides=strides, padding="same", use_bias=False,
+        kernel_initializer="he_normal", name=name,
+    )
+
+
+def _bn(synchronized, name, zero_init=False):
+    return keras.layers.BatchNormalization(
+        momentum=0.9, epsilon=1e-5, synchronized=synchronized, name=name,
+        gamma_initializer="zeros" if zero_init else "ones",
+    )
+
+
+def _basic_block(x, filters, strides, sync, name):
+    shortcut = x
+    if strides != 1 or x.shape[-1] != filters:
+        shortcut = _conv(filters, 1, strides, f"{name}_proj_conv")(x)
+        shortcut = _bn(sync, f"{name}_proj_bn")(shortcut)
+    y = _conv(filters, 3, strides, f"{name}_1_conv")(x)
+    y = keras.layers.ReLU(name=f"{name}_1_relu")(_bn(sync, f"{name}_1_bn")(y))
+    y = _conv(filters, 3, 1, f"{name}_2_conv")(y)
+    y = _bn(sync, f"{name}_2_bn", zero_init=True)(y)
+    return keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([shortcut, y]))
+
+
+def _bottleneck_block(x, filters, strides, sync, name):
+    out_filters = 4 * filters
+    shortcut = x
+    if strides != 1 or x.shape[-1] != out_filters:
+        shortcut = _conv(out_filters, 1, strides, f"{name}_proj_conv")(x)
+        shortcut = _bn(sync, f"{name}_proj_bn")(shortcut)
+    y = _conv(filters, 1, 1, f"{name}_1_conv")(x)
+    y = keras.layers.ReLU(name=f"{name}_1_relu")(_bn(sync, f"{name}_1_bn")(y))
+    y = _conv(filters, 3, strides, f"{name}_2_conv")(y)
+    y = keras.layers.ReLU(name=f"{name}_2_relu")(_bn(sync, f"{name}_2_bn")(y))
+    y = _conv(out_filters, 1, 1, f"{name}_3_conv")(y)
+    y = _bn(sync, f"{name}_3_bn", zero_init=True)(y)
+    return keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([shortcut, y]))
+
+
+def resnet(
+    depth=18,
+    stem="imagenet",
+    width_multiplier=1.0,
+    synchronized_bn=False,
+    input_shape=(None, None, 3),
+    name=None,
+):
+    """Build a ResNet encoder mapping float images in [0, 1] to h = GAP(features)."""
+    if depth not in _BLOCKS:
+        raise ValueError(f"depth must be one of {sorted(_BLOCKS)}, got {depth}")
+    if stem not in STEMS:
+        raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
+    if width_multiplier <= 0:
+        raise ValueError(f"width_multiplier must be positive, got {width_multiplier}")
+    kind, repeats = _BLOCKS[depth]
+    block = _basic_block if kind == "basic" else _bottleneck_block
+
+    def width(filters):
+        return max(1, int(round(filters * width_multiplier)))
+
+    inputs = keras.Input(input_shape, name="images")
+    if stem == "imagenet":
+        x = _conv(width(64), 7, 2, "stem_conv")(inputs)
+        x = keras.layers.ReLU(name="stem_relu")(_bn(synchronized_bn, "stem_bn")(x))
+        x = keras.layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)
+    else:
+        x = _conv(width(64), 3, 1, "stem_conv")(inputs)
+        x = keras.layers.ReLU(name="stem_relu")(_bn(synchronized_bn, "stem_bn")(x))
+    for stage, (filters, count) in enumerate(zip(_STAGE_FILTERS, repeats)):
+        for index in range(count):
+            strides = 2 if stage > 0 and index == 0 else 1
+            x = block(x, width(filters), strides, synchronized_bn, f"stage{stage + 1}_block{index + 1}")
+    h = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    return keras.Model(inputs, h, name=name or f"resnet{depth}_{stem}")
+
+
+def build_backbone(name="resnet18", **kwargs):
+    """`resnet(...)` from a name such as "resnet18"; raises on unknown names."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
+    return resnet(depth=int(name[len("resnet"):]), **kwargs)
+
+
+def output_width(encoder):
+    """Size of the representation h an encoder produces."""
+    return int(encoder.output.shape[-1])

@@ -1,0 +1,261 @@
+"""LARS, the warm-up + cosine learning-rate schedule, and the optimizer recipes of SimCLR.
+
+LARS (You et al. 2017), as in google-research/simclr `tf2/lars_optimizer.py` with classic
+momentum. For every variable w with gradient g, learning rate lr and momentum m:
+
+    g     = g + weight_decay * w                        (weight decay, L2 added to g)
+    trust = eta * |w| / |g|  if |w| > 0 and |g| > 0 else 1
+    v     = m * v + lr * trust * g
+    w     = w - v                                       (Nesterov: w - (m * v + lr * trust * g))
+
+Variables whose path matches `exclude` (every bias and every BatchNormalization variable by
+default) get neither the weight decay nor the trust ratio, so for them LARS is momentum SGD.
+The trust ratio gives every layer a step proportional to its weight norm, which is what keeps
+training stable at the large batches (up to 4096) and learning rates SimCLR uses.
+
+The learning rate follows the official recipe: the base rate is scaled by the global batch
+(`base * batch / 256`, or `base * sqrt(batch)`), warmed up linearly from 0 and then decayed
+to 0 along a cosine (`WarmupCosine`).
+"""
+import math
+import re
+
+import keras
+from keras import ops
+
+# Matched (re.search) against a variable's path, e.g. `head/dense/bias`, `conv1_bn/gamma`.
+# A BatchNormalization layer's variables are gamma, beta and the (non-trainable) moving
+# statistics whatever the layer is called, so the pattern looks at the last path component
+# only: `gamma_proj/kernel` stays included. (LayerNormalization's gamma/beta match too.)
+DEFAULT_EXCLUDE = r"(^|/)(bias|beta|gamma|moving_mean|moving_variance)$"
+
+
+def _excluded_by(exclude, variable):
+    return bool(exclude) and re.search(exclude, variable.path) is not None
+
+
+def _check_learning_rate(learning_rate):
+    if isinstance(learning_rate, (int, float)) and learning_rate < 0:
+        raise ValueError(f"`learning_rate` must be >= 0, got {learning_rate}.")
+
+
+@keras.saving.register_keras_serializable(package="keras_simclr")
+class LARS(keras.optimizers.Optimizer):
+    """Layer-wise Adaptive Rate Scaling with classic momentum (formula in the module docstring).
+
+    Args:
+        learning_rate: float or `LearningRateSchedule`.
+        momentum: momentum m in [0, 1].
+        weight_decay: L2 coefficient added to the gradient of included variables. It is
+            not the base class's decoupled `weight_decay` (that one stays None).
+        eta: trust coefficient.
+        nesterov: use the Nesterov form of the update.
+        exclude: regex searched in each variable's `path`; matching variables get no
+            weight decay and no trust ratio. None or "" excludes nothing.
+        **kwargs: the base optimizer's keyword arguments (clipnorm, use_ema, ...).
+    """
+
+    def __init__(
+        self,
+        learning_rate,
+        momentum=0.9,
+        weight_decay=1e-4,
+        eta=1e-3,
+        nesterov=False,
+        exclude=DEFAULT_EXCLUDE,
+        name="lars",
+        **kwargs,
+    ):
+        _check_learning_rate(learning_rate)
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"`momentum` must be in [0, 1], got {momentum}.")
+        if weight_decay is None or weight_decay < 0:
+            raise ValueError(f"`weight_decay` must be >= 0, got {weight_decay}.")
+        if eta <= 0:
+            raise ValueError(f"`eta` must be > 0, got {eta}.")
+        if exclude:
+            try:
+                re.compile(exclude)  # fail now, not at the first training step
+            except re.error as e:
+                raise ValueError(f"`exclude` {exclude!r} is not a valid regex: {e}") from e
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.momentum = float(momentum)
+        self.lars_weight_decay = float(weight_decay)
+        self.eta = float(eta)
+        self.nesterov = bool(nesterov)
+        self.exclude = exclude
+
+    def build(self, variables):
+        # Exclusions are decided here from the Keras variables' paths: in `update_step`
+        # under tf.distribute the variable is a per-replica tf.Variable without a path.
+        if self.built:
+            return
+        super().build(variables)
+        self.momentums = self.add_optimizer_variables(variables, "momentum")
+        # True where the variable gets weight decay and the trust ratio.
+        self._included = tuple(not _excluded_by(self.exclude, v) for v in variables)
+
+    def update_step(self, gradient, variable, learning_rate):
+        index = self._get_variable_index(variable)
+        dtype = variable.dtype
+        lr = ops.cast(learning_rate, dtype)
+        g = ops.cast(gradient, dtype)
+        if self._included[index]:
+            if self.lars_weight_decay:
+                g = ops.add(g, ops.multiply(ops.cast(self.lars_weight_decay, dtype), variable))
+            w_norm = ops.sqrt(ops.sum(ops.square(variable)))
+            g_norm = ops.sqrt(ops.sum(ops.square(g)))
+            trust = ops.where(
+                ops.logical_and(ops.greater(w_norm, 0), ops.greater(g_norm, 0)),
+                ops.divide_no_nan(ops.multiply(ops.cast(self.eta, dtype), w_norm), g_norm),
+                ops.cast(1.0, dtype),
+            )
+            lr = ops.multiply(lr, trust)
+        step = ops.multiply(lr, g)
+        v = self.momentums[index]
+        m = ops.cast(self.momentum, dtype)
+        self.assign(v, ops.add(ops.multiply(m, v), step))
+        if self.nesterov:
+            self.assign_sub(variable, ops.add(ops.multiply(m, v), step))
+        else:
+            self.assign_sub(variable, v)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            weight_decay=self.lars_weight_decay,
+            momentum=self.momentum,
+            eta=self.eta,
+            nesterov=self.nesterov,
+            exclude=self.exclude,
+        )
+        return config
+
+
+class _DecoupledDecayExclusion:
+    """Makes a Keras optimizer's decoupled weight decay skip variables whose path matches
+    `exclude` (decided in `build`), and keeps `exclude` in the config so a reloaded
+    optimizer still skips them. Keras' own `exclude_from_weight_decay(var_names=...)`
+    matches only the last name component and is not saved."""
+
+    def __init__(self, *args, exclude=DEFAULT_EXCLUDE, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.exclude = exclude
+
+    def build(self, variables):
+        if not self.built:
+            self.exclude_from_weight_decay(
+                var_list=[v for v in variables if _excluded_by(self.exclude, v)]
+            )
+        super().build(variables)
+
+    def get_config(self):
+        config = super().get_config()
+        config["exclude"] = self.exclude
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_simclr")
+class SGDW(_DecoupledDecayExclusion, keras.optimizers.SGD):
+    """`keras.optimizers.SGD` whose decoupled decay (w -= lr * weight_decay * w each step)
+    skips variables matching `exclude`."""
+
+
+@keras.saving.register_keras_serializable(package="keras_simclr")
+class AdamW(_DecoupledDecayExclusion, keras.optimizers.AdamW):
+    """`keras.optimizers.AdamW` whose decoupled decay skips variables matching `exclude`."""
+
+
+@keras.saving.register_keras_serializable(package="keras_simclr")
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up then cosine decay (official `WarmUpAndCosineDecay`).
+
+        lr(step) = base * step / warmup_steps                                 step < warmup
+        lr(step) = base * 0.5 * (1 + cos(pi * min(step - warmup, decay) / decay))  otherwise
+
+    with decay = total_steps - warmup_steps, so lr is 0 at step 0 (if warming up), `base` at
+    the end of warm-up and 0 from `total_steps` on (also when warmup_steps == total_steps,
+    where there is no cosine part).
+    """
+
+    def __init__(self, base_learning_rate, total_steps, warmup_steps):
+        _check_learning_rate(base_learning_rate)
+        if total_steps <= 0:
+            raise ValueError(f"`total_steps` must be > 0, got {total_steps}.")
+        if not 0 <= warmup_steps <= total_steps:
+            raise ValueError(
+                f"`warmup_steps` must be in [0, total_steps={total_steps}], got {warmup_steps}."
+            )
+        self.base_learning_rate = float(base_learning_rate)
+        self.total_steps = int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        base = self.base_learning_rate
+        warm = step / self.warmup_steps * base if self.warmup_steps else base
+        decay_steps = self.total_steps - self.warmup_steps
+        if decay_steps:
+            progress = ops.minimum(step - self.warmup_steps, decay_steps) / decay_steps
+            cosine = 0.5 * base * (1.0 + ops.cos(math.pi * progress))
+        else:
+            cosine = 0.0
+        return ops.where(step < self.warmup_steps, warm, cosine)
+
+    def get_config(self):
+        return {
+            "base_learning_rate": self.base_learning_rate,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+        }
+
+
+def scaled_learning_rate(base_lr, global_batch_size, scaling="linear"):
+    """The official rule: `base * batch / 256` ("linear") or `base * sqrt(batch)` ("sqrt")."""
+    _check_learning_rate(base_lr)
+    if global_batch_size <= 0:
+        raise ValueError(f"`global_batch_size` must be > 0, got {global_batch_size}.")
+    if scaling == "linear":
+        return base_lr * global_batch_size / 256.0
+    if scaling == "sqrt":
+        return base_lr * math.sqrt(global_batch_size)
+    raise ValueError(f"Unknown `scaling` {scaling!r}; use 'linear' or 'sqrt'.")
+
+
+def warmup_cosine_for(base_lr, global_batch_size, scaling, epochs, steps_per_epoch, warmup_epochs):
+    """`WarmupCosine` for a run given in epochs, with the base rate scaled by the batch."""
+    if epochs <= 0 or steps_per_epoch <= 0:
+        raise ValueError(
+            f"`epochs` and `steps_per_epoch` must be > 0, got {epochs}, {steps_per_epoch}."
+        )
+    if not 0 <= warmup_epochs <= epochs:
+        raise ValueError(f"`warmup_epochs` must be in [0, epochs={epochs}], got {warmup_epochs}.")
+    return WarmupCosine(
+        scaled_learning_rate(base_lr, global_batch_size, scaling),
+        total_steps=int(epochs * steps_per_epoch),
+        warmup_steps=int(round(warmup_epochs * steps_per_epoch)),
+    )
+
+
+def build_optimizer(name, learning_rate, weight_decay, momentum=0.9, exclude=DEFAULT_EXCLUDE):
+    """The optimizer called `name`, with weight decay on the variables not matching `exclude`.
+
+    - "lars": `LARS` (decay added to the gradient, trust ratio; the SimCLR default).
+    - "sgd": `SGDW`, Keras SGD with momentum, not Nesterov. Its decay is decoupled
+      (w -= lr * weight_decay * w), whereas the official code adds an L2 loss to momentum
+      SGD, which after momentum accumulation decays about 1 / (1 - momentum) times more.
+    - "adamw": `AdamW` (decoupled decay, as AdamW defines it).
+    """
+    _check_learning_rate(learning_rate)
+    if weight_decay is None or weight_decay < 0:
+        raise ValueError(f"`weight_decay` must be >= 0, got {weight_decay}.")
+    if isinstance(learning_rate, int):
+        learning_rate = float(learning_rate)  # Keras optimizers accept floats only
+    if name == "lars":
+        return LARS(learning_rate, momentum=momentum, weight_decay=weight_decay, exclude=exclude)
+    if name == "sgd":  # weight_decay None (not 0.0) skips the decay ops altogether
+        return SGDW(learning_rate, momentum=momentum, weight_decay=weight_decay or None,
+                    exclude=exclude)
+    if name == "adamw":  # AdamW requires a float
+        return AdamW(learning_rate, weight_decay=float(weight_decay), exclude=exclude)
+    raise ValueError(f"Unknown optimizer {name!r}; use 'lars', 'sgd' or 'adamw'.")

@@ -1,0 +1,53 @@
+"""ResNet encoders: documented widths, both stems, both input sizes, synchronized BN reload."""
+import keras
+import numpy as np
+import pytest
+
+from keras_simclr import ProjectionHead, backbones
+
+
+@pytest.mark.parametrize("name,width,expected", [
+    ("resnet18", 0.25, 128), ("resnet34", 0.125, 64), ("resnet50", 0.125, 256),
+])
+@pytest.mark.parametrize("stem", backbones.STEMS)
+@pytest.mark.parametrize("size", [32, 64])
+def test_builds_with_documented_width(name, width, expected, stem, size):
+    encoder = backbones.build_backbone(name, stem=stem, width_multiplier=width)
+    h = encoder(np.zeros((2, size, size, 3), np.float32))
+    assert h.shape == (2, expected)
+    assert backbones.output_width(encoder) == expected
+
+
+def test_full_width_resnet18_and_50_sizes():
+    # Width 1x: 512 (basic blocks) and 2048 (bottlenecks), as in the paper.
+    assert backbones.output_width(backbones.resnet(18)) == 512
+    assert backbones.output_width(backbones.resnet(50, width_multiplier=2)) == 4096
+
+
+def test_stems_downsample_as_documented():
+    cifar = backbones.resnet(18, stem="cifar", width_multiplier=0.125, input_shape=(32, 32, 3))
+    imagenet = backbones.resnet(18, stem="imagenet", width_multiplier=0.125, input_shape=(32, 32, 3))
+    # CIFAR stem keeps 32x32 into stage 1; the ImageNet stem divides by 4.
+    assert cifar.get_layer("stage1_block1_out").output.shape[1:3] == (32, 32)
+    assert imagenet.get_layer("stage1_block1_out").output.shape[1:3] == (8, 8)
+    assert cifar.get_layer("stage4_block2_out").output.shape[1:3] == (4, 4)
+
+
+def test_synchronized_bn_survives_save_and_load(tmp_path):
+    encoder = backbones.resnet(18, stem="cifar", width_multiplier=0.125, synchronized_bn=True)
+    head = ProjectionHead(2, output_dim=8, synchronized_bn=True)
+    model = keras.Sequential([keras.Input((16, 16, 3)), encoder, head])
+    path = str(tmp_path / "sync.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    bn_layers = [layer for layer in loaded._flatten_layers()
+                 if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(bn_layers) > 20
+    assert all(layer.synchronized for layer in bn_layers)
+
+
+def test_rejects_unknown_names():
+    with pytest.raises(ValueError, match="resnet18"):
+        backbones.build_backbone("resnet19")
+    with pytest.raises(ValueError, match="stem"):
+        backbones.resnet(18, stem="tiny")

@@ -1,0 +1,86 @@
+"""SimCLR model: a tiny fit learns, metrics, save/load, pipeline-made views, config."""
+import keras
+import numpy as np
+import pytest
+
+from conftest import blob_images
+from keras_simclr import ProjectionHead, SimCLR, SimCLRAugment, backbones
+
+
+def tiny_simclr(probe_classes=4, augmenter=True, seed=0):
+    encoder = backbones.resnet(18, stem="cifar", width_multiplier=0.125)
+    return SimCLR(
+        encoder,
+        ProjectionHead(2, output_dim=32),
+        SimCLRAugment(16, seed=seed) if augmenter else None,
+        temperature=0.5,
+        probe_classes=probe_classes,
+    )
+
+
+def test_tiny_fit_lowers_loss_and_beats_chance():
+    keras.utils.set_random_seed(0)
+    images, labels = blob_images(256)
+    model = tiny_simclr()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    history = model.fit(images, labels, batch_size=32, epochs=8, verbose=0).history
+    chance = 1 / (2 * 32 - 1)
+    print("loss per epoch:", np.round(history["loss"], 3))
+    print("contrastive top-1 per epoch:", np.round(history["contrastive_acc"], 3))
+    assert np.mean(history["loss"][-2:]) < history["loss"][0] - 0.2
+    assert np.mean(history["contrastive_acc"][-2:]) > 4 * chance
+    assert history["contrastive_top5"][-1] >= history["contrastive_acc"][-1]
+    assert history["learning_rate"][-1] == pytest.approx(1e-2)
+    assert "probe_acc" in history
+    result = model.evaluate(images, labels, batch_size=64, verbose=0, return_dict=True)
+    assert set(result) >= {"loss", "contrastive_acc", "probe_acc"}
+
+
+def test_unlabelled_data_and_ignored_labels_train():
+    images, labels = blob_images(64)
+    model = tiny_simclr()
+    model.compile(optimizer="adam")
+    probe_before = [w.numpy().copy() for w in model.probe.weights] if model.probe.built else None
+    model.fit(images, batch_size=32, epochs=1, verbose=0)  # no labels at all
+    assert probe_before is None or all(
+        np.array_equal(a, b.numpy()) for a, b in zip(probe_before, model.probe.weights))
+    model = tiny_simclr()
+    model.compile(optimizer="adam")
+    history = model.fit(images, np.full(64, -1), batch_size=32, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][0]) and history["probe_loss"][0] == 0.0
+
+
+def test_views_from_the_input_pipeline():
+    images, _ = blob_images(64)
+    augment = SimCLRAugment(16, seed=1)
+    views = {"view_1": augment(images).numpy(), "view_2": augment(images).numpy()}
+    model = tiny_simclr(probe_classes=None, augmenter=False)
+    model.compile(optimizer="adam")
+    history = model.fit(views, batch_size=32, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][0])
+    with pytest.raises(ValueError, match="no augmenter"):
+        model.train_step(images)
+
+
+def test_save_and_load_give_identical_outputs(tmp_path):
+    images, labels = blob_images(64)
+    model = tiny_simclr()
+    model.compile(optimizer="adam")
+    model.fit(images, labels, batch_size=32, epochs=1, verbose=0)
+    path = str(tmp_path / "simclr.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, SimCLR)
+    np.testing.assert_array_equal(loaded(images[:8]).numpy(), model(images[:8]).numpy())
+    np.testing.assert_array_equal(
+        loaded.head(model(images[:8])).numpy(), model.head(model(images[:8])).numpy())
+    assert loaded.get_config()["temperature"] == 0.5
+    assert int(loaded.optimizer.iterations) == 2
+    # Training resumes from the loaded optimizer state.
+    loaded.fit(images, labels, batch_size=32, epochs=1, verbose=0)
+    assert int(loaded.optimizer.iterations) == 4
+
+
+def test_rejects_bad_temperature():
+    with pytest.raises(ValueError, match="temperature"):
+        SimCLR(backbones.resnet(18, width_multiplier=0.125), temperature=0.0)

@@ -34,6 +34,8 @@ and augmentation run in parallel (`AUTOTUNE`).
 - `classifier_dataset(training=False)` and `embed_dataset`: resized images (large images
   are centre-cropped to 87.5% first), float32 in [0, 1], in dataset order, no shuffle,
   last partial batch kept.
+- `classifier_dataset(subset=indices)` reads only those examples (a labelled fraction for
+  fine-tuning); `labels` gives a split's labels in dataset order without decoding images.
 
 Training images are resized whole to S x S (the random crop re-samples their aspect ratio
 anyway); evaluation images keep their aspect ratio (central square crop).
@@ -131,6 +133,16 @@ def load(dataset=DEFAULT_DATASET, split="train", data_dir=None, strict=False,
     return _decoded(source, split, None, input_context), source.info
 
 
+def labels(dataset=DEFAULT_DATASET, split="train", data_dir=None, strict=False):
+    """int64 numpy labels of `split` in dataset order (-1: unlabelled), images not decoded.
+
+    The positions index the `subset` argument of `classifier_dataset`.
+    """
+    source = _open(dataset, data_dir, strict)
+    _check_split(source.info, split)
+    return source.labels(split)
+
+
 def pretrain_dataset(dataset=DEFAULT_DATASET, split="train", *, image_size,
                      global_batch_size, data_dir=None, shuffle=True, cache="auto", seed=None,
                      augmenter=None, strict=False, input_context=None):
@@ -154,25 +166,33 @@ def pretrain_dataset(dataset=DEFAULT_DATASET, split="train", *, image_size,
 
 def classifier_dataset(dataset=DEFAULT_DATASET, split="train", *, image_size, batch_size,
                        training, data_dir=None, cache="auto", seed=None, strict=False,
-                       input_context=None):
+                       input_context=None, subset=None):
     """Batches `(float32 images [B, S, S, 3] in [0, 1], int64 labels [B])`.
 
     `training=True`: shuffled, random resized crop and flip, full batches only (linear
     evaluation and fine-tuning). `training=False`: resized (large images centre-cropped),
-    dataset order, last partial batch kept. `batch_size` is global.
+    dataset order, last partial batch kept. `batch_size` is global. `subset`: indices (in
+    dataset order, see `labels`) of the only examples to read, e.g. the labelled fraction
+    used for fine-tuning; they are selected before decoding.
     """
     source = _open(dataset, data_dir, strict)
     per_replica = _batch_size(batch_size, input_context)
+    subset = _check_subset(source, split, subset)
+    if training and subset is not None and len(subset) < per_replica:
+        raise DataError(f"a subset of {len(subset)} examples is smaller than one batch of "
+                        f"{per_replica}")
     if not training:
-        ds = _decoded(source, split, image_size, input_context, central_crop=True)
-        if _should_cache(source.count(split), image_size, cache):
+        ds = _decoded(source, split, image_size, input_context, central_crop=True,
+                      subset=subset)
+        if _should_cache(_count(source, split, subset), image_size, cache):
             ds = ds.cache()
         ds = ds.batch(per_replica).map(_to_float, num_parallel_calls=_AUTOTUNE)
         return ds.prefetch(_AUTOTUNE)
     from keras_simclr.augment import SimCLRAugment
 
     crop_and_flip = SimCLRAugment.crop_and_flip(image_size, seed=seed)
-    ds = _training_images(source, split, image_size, True, cache, seed, input_context)
+    ds = _training_images(source, split, image_size, True, cache, seed, input_context,
+                          subset)
     ds = ds.batch(per_replica, drop_remainder=True)
     ds = ds.map(lambda images, labels: (crop_and_flip(images), labels),
                 num_parallel_calls=_augment_parallelism(seed))
@@ -217,16 +237,17 @@ def _augment_parallelism(seed):
 
 
 def _decoded(source, split, image_size, input_context, *, shuffle=None, seed=None,
-             central_crop=False):
+             central_crop=False, subset=None):
     """`(uint8 image, int64 label)` examples of `split`, resized when `image_size`.
 
     `shuffle`: None keeps the dataset order; "once" permutes the records once (seeded);
-    "every_epoch" draws a new permutation on every pass.
+    "every_epoch" draws a new permutation on every pass. `subset`: sorted indices of the
+    examples to keep (None: all).
     """
     _check_split(source.info, split)
-    ds = source.records(split, input_context, shuffle is not None, seed)
+    ds = source.records(split, input_context, shuffle is not None, seed, subset)
     if shuffle is not None:
-        ds = ds.shuffle(source.record_buffer(source.count(split)), seed=seed,
+        ds = ds.shuffle(source.record_buffer(_count(source, split, subset)), seed=seed,
                         reshuffle_each_iteration=shuffle == "every_epoch")
 
     def decode(*record):
@@ -244,21 +265,23 @@ def _decoded(source, split, image_size, input_context, *, shuffle=None, seed=Non
     return ds
 
 
-def _training_images(source, split, image_size, shuffle, cache, seed, input_context):
+def _training_images(source, split, image_size, shuffle, cache, seed, input_context,
+                     subset=None):
     """Resized uint8 examples, cached when `cache`, reshuffled every epoch when `shuffle`.
 
     Before a cache the records are permuted once, so that a cache filled from files
     sorted by class is in random order and a bounded shuffle buffer after it mixes well.
     """
-    num_examples = source.count(split)
+    num_examples = _count(source, split, subset)
     cached = _should_cache(num_examples, image_size, cache)
     if not shuffle:
-        ds = _decoded(source, split, image_size, input_context)
+        ds = _decoded(source, split, image_size, input_context, subset=subset)
         return ds.cache() if cached else ds
     if not cached:
         return _decoded(source, split, image_size, input_context, shuffle="every_epoch",
-                        seed=seed)
-    ds = _decoded(source, split, image_size, input_context, shuffle="once", seed=seed)
+                        seed=seed, subset=subset)
+    ds = _decoded(source, split, image_size, input_context, shuffle="once", seed=seed,
+                  subset=subset)
     buffer = min(num_examples, _SHUFFLE_BUFFER_BYTES // (image_size * image_size * 3))
     return ds.cache().shuffle(max(1, buffer), seed=seed, reshuffle_each_iteration=True)
 
@@ -332,6 +355,23 @@ def _to_rgb_uint8(image):
     return tf.ensure_shape(image, [None, None, 3])
 
 
+def _count(source, split, subset):
+    return source.count(split) if subset is None else len(subset)
+
+
+def _check_subset(source, split, subset):
+    """Sorted unique int64 indices, all inside the split; None stays None."""
+    if subset is None:
+        return None
+    subset = np.unique(np.asarray(subset, np.int64))
+    count = source.count(split)
+    if subset.size == 0 or subset[0] < 0 or subset[-1] >= count:
+        raise DataError(f"subset indices must lie in [0, {count}) for split {split!r} of "
+                        f"{source.info.name}; got {subset.size} indices"
+                        + (f" from {subset[0]} to {subset[-1]}" if subset.size else ""))
+    return subset
+
+
 def _check_split(info, split):
     base = split.split("[", 1)[0]  # TFDS slicing such as train[:10%]
     if base not in info.splits:
@@ -341,8 +381,9 @@ def _check_split(info, split):
 
 # ----------------------------------------------------------------------------------------
 # Sources: `info`, `strict` (whether unreadable data raises), `count(split)`,
-# `records(split, input_context, shuffle_files, seed)` (a dataset of small tuples, sharded),
-# `record_buffer(n)` (a shuffle buffer for them) and
+# `records(split, input_context, shuffle_files, seed, subset)` (a dataset of small tuples,
+# the `subset` indices only when given, then sharded),
+# `record_buffer(n)` (a shuffle buffer for them), `labels(split)` (numpy, dataset order) and
 # `decode(*record) -> (uint8 [H, W, 3], int64 label)`.
 
 
@@ -362,6 +403,13 @@ def _shard(ds, input_context):
     return ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
 
 
+def _array_records(arrays, input_context, subset):
+    """Records from parallel numpy arrays: selected, then sharded."""
+    if subset is not None:
+        arrays = tuple(array[subset] for array in arrays)
+    return _shard(tf.data.Dataset.from_tensor_slices(tuple(arrays)), input_context)
+
+
 class _ShapesSource:
     strict = True
 
@@ -372,12 +420,14 @@ class _ShapesSource:
     def count(self, split):
         return self.info.splits[split]
 
-    def records(self, split, input_context, shuffle_files, seed):
-        images, labels = shapes_arrays(split)
-        return _shard(tf.data.Dataset.from_tensor_slices((images, labels)), input_context)
+    def records(self, split, input_context, shuffle_files, seed, subset):
+        return _array_records(shapes_arrays(split), input_context, subset)
 
     def record_buffer(self, num_examples):
         return num_examples
+
+    def labels(self, split):
+        return shapes_arrays(split)[1]
 
     def decode(self, image, label):
         return image, label
@@ -408,13 +458,14 @@ class _FolderSource:
     def count(self, split):
         return self.info.splits[split]
 
-    def records(self, split, input_context, shuffle_files, seed):
-        s = self.scan.splits[split]
-        ds = tf.data.Dataset.from_tensor_slices((s.paths, s.labels, s.pil))
-        return _shard(ds, input_context)
+    def records(self, split, input_context, shuffle_files, seed, subset):
+        return _array_records(self.scan.splits[split], input_context, subset)
 
     def record_buffer(self, num_examples):
         return num_examples
+
+    def labels(self, split):
+        return self.scan.splits[split].labels.copy()
 
     def decode(self, path, label, pil):
         def native():
@@ -599,19 +650,34 @@ class _TfdsSource:
     def count(self, split):
         return self.builder.info.splits[split].num_examples
 
-    def records(self, split, input_context, shuffle_files, seed):
+    def records(self, split, input_context, shuffle_files, seed, subset):
         tfds = self._tfds
-        read_config = tfds.ReadConfig(shuffle_seed=seed, input_context=input_context,
+        if subset is not None:  # indices count in file order: read it all, then shard
+            shuffle_files, shard_files = False, None
+        else:
+            shard_files = input_context
+        read_config = tfds.ReadConfig(shuffle_seed=seed, input_context=shard_files,
                                       try_autocache=False)
         ds = self.builder.as_dataset(split=split, shuffle_files=shuffle_files,
                                      read_config=read_config,
                                      decoders={"image": tfds.decode.SkipDecoding()})
         has_label = self.has_label
-        return ds.map(lambda ex: (ex["image"], tf.cast(ex["label"], tf.int64) if has_label
-                                  else tf.constant(UNLABELLED, tf.int64)))
+        ds = ds.map(lambda ex: (ex["image"], tf.cast(ex["label"], tf.int64) if has_label
+                                else tf.constant(UNLABELLED, tf.int64)))
+        if subset is None:
+            return ds
+        keep = np.zeros(self.count(split), bool)
+        keep[subset] = True
+        ds = ds.enumerate().filter(lambda index, record: tf.gather(keep, index))
+        return _shard(ds.map(lambda index, record: record), input_context)
 
     def record_buffer(self, num_examples):
         return min(num_examples, _RECORD_SHUFFLE_BUFFER)
+
+    def labels(self, split):
+        ds = self.records(split, None, False, None, None).map(lambda image, label: label)
+        return np.concatenate([[]] + list(ds.batch(8192).as_numpy_iterator())).astype(
+            np.int64)
 
     def decode(self, encoded, label):
         return _to_rgb_uint8(self.image_feature.decode_example(encoded)), label

@@ -196,6 +196,28 @@ def test_input_context_shards_the_source_and_batches_per_replica():
     np.testing.assert_array_equal(shards[1], labels[1:64:2])
 
 
+def test_labels_and_subset_select_examples_in_dataset_order():
+    expected_images, expected_labels = data.shapes_arrays("test")
+    np.testing.assert_array_equal(data.labels(split="test"), expected_labels)
+    subset = [1999, 5, 7, 5, 100]  # unsorted, repeated: read once each, in dataset order
+    ds = data.classifier_dataset(split="test", image_size=32, batch_size=8, training=False,
+                                 subset=subset)
+    (images, labels), = batches(ds)
+    np.testing.assert_array_equal(labels, expected_labels[[5, 7, 100, 1999]])
+    np.testing.assert_allclose(images, expected_images[[5, 7, 100, 1999]] / np.float32(255),
+                               atol=1e-6)
+    ds = data.classifier_dataset(split="test", image_size=32, batch_size=2, training=True,
+                                 subset=subset, seed=0)
+    assert sorted(np.concatenate([y for _, y in batches(ds)]).tolist()) == sorted(
+        expected_labels[[5, 7, 100, 1999]].tolist())
+    with pytest.raises(data.DataError, match="smaller than one batch"):
+        data.classifier_dataset(split="test", image_size=32, batch_size=8, training=True,
+                                subset=subset)
+    with pytest.raises(data.DataError, match=r"subset indices must lie in \[0, 2000\)"):
+        data.classifier_dataset(split="test", image_size=32, batch_size=8, training=False,
+                                subset=[2000])
+
+
 def test_cache_argument_is_checked():
     with pytest.raises(ValueError, match="cache must be"):
         data.pretrain_dataset(split="test", image_size=32, global_batch_size=8, cache="yes")
@@ -213,7 +235,7 @@ def test_folder_labels_are_the_sorted_class_folders_of_all_splits(tmp_path):
     assert info.splits == {"train": 6, "val": 3}
     ds, info = data.load(dataset, "val")
     images, labels = examples(ds)
-    assert labels == [0, 2, 2]
+    assert labels == [0, 2, 2] == data.labels(dataset, "val").tolist()
     for image, label in zip(images, labels):
         assert image.shape[2] == 3
         np.testing.assert_array_equal(image[0, 0], COLOURS[label])
@@ -389,6 +411,11 @@ def test_tfds_dataset_with_image_and_label(tmp_path):
     assert sorted(labels) == [0, 0, 1, 1, 2]
     assert all(image.shape[2] == 3 and image.dtype == np.uint8 for image in images)
     assert all(np.all(image == image[0, 0, 0]) for image in images)  # grey -> RGB
+    order = data.labels(name, "extra", data_dir=str(tmp_path))
+    assert order.tolist() == labels  # the dataset order
+    ds = data.classifier_dataset(name, "extra", image_size=8, batch_size=5, training=False,
+                                 data_dir=str(tmp_path), subset=[0, 3])
+    assert batches(ds)[0][1].tolist() == order[[0, 3]].tolist()
     ds = data.pretrain_dataset(name, "train", image_size=8, global_batch_size=5,
                                data_dir=str(tmp_path), seed=0)
     got = batches(ds)

@@ -1,13 +1,14 @@
 """keras-simclr: SimCLR contrastive self-supervised learning in Keras 3."""
 from keras_simclr import _runtime  # noqa: F401  (must run before TensorFlow is imported)
-from keras_simclr import augment, backbones, heads, losses  # noqa: E402
+from keras_simclr import augment, backbones, heads, losses, optimizers  # noqa: E402
 from keras_simclr.augment import SimCLRAugment  # noqa: E402
 from keras_simclr.backbones import build_backbone, resnet  # noqa: E402
 from keras_simclr.classifier import LinearClassifier  # noqa: E402
 from keras_simclr.heads import ProjectionHead  # noqa: E402
 from keras_simclr.model import SimCLR  # noqa: E402
+from keras_simclr.optimizers import LARS, WarmupCosine  # noqa: E402
 
 __all__ = [
-    "LinearClassifier", "ProjectionHead", "SimCLR", "SimCLRAugment",
-    "augment", "backbones", "build_backbone", "heads", "losses", "resnet",
+    "LARS", "LinearClassifier", "ProjectionHead", "SimCLR", "SimCLRAugment", "WarmupCosine",
+    "augment", "backbones", "build_backbone", "heads", "losses", "optimizers", "resnet",
 ]

@@ -1,0 +1,135 @@
+"""What the absl apps share: flag groups, clean error exits, loading a pretraining run.
+
+Each app defines only the flag groups it uses. `run(main)` wraps an app's main so that a
+bad flag value, missing data or an unreadable checkpoint ends with one `error: ...` line on
+stderr and exit status 2 instead of a traceback.
+"""
+import json
+import os
+import sys
+
+import keras_simclr  # noqa: F401  (runtime flags before TensorFlow is imported)
+from absl import app, flags
+
+from keras_simclr import data
+
+FLAGS = flags.FLAGS
+MODEL_FILE = "model.keras"
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+class AppError(Exception):
+    """A user-facing error: its message is the whole report."""
+
+
+def define_data_flags(split_flags=("train_split",)):
+    flags.DEFINE_string("dataset", None,
+                        f"TFDS name or folder:PATH (default: the pretraining run's dataset, "
+                        f"else the embedded '{data.DEFAULT_DATASET}').")
+    flags.DEFINE_string("data_dir", None, "TFDS data directory.")
+    flags.DEFINE_boolean("strict", False, "Fail on corrupt image files instead of skipping them.")
+    flags.DEFINE_integer("seed", 0, "Random seed.")
+    defaults = {"train_split": "train", "eval_split": "test", "split": "test"}
+    for name in split_flags:
+        flags.DEFINE_string(name, defaults[name], f"Dataset split ({name}).")
+
+
+def define_model_dir_flag(required=True):
+    flags.DEFINE_string("model_dir", None,
+                        "Directory of a pretraining run (checkpoints, logs, model.keras).")
+    if required:
+        flags.register_validator("model_dir", lambda v: bool(v),
+                                 message="--model_dir is required")
+
+
+def positive(name):
+    flags.register_validator(name, lambda v: v is None or v > 0,
+                             message=f"--{name} must be positive")
+
+
+def run(main):
+    """Run an absl main with one-line error reports; the entry point of every app."""
+    def guarded(argv):
+        try:
+            return main(argv)
+        except (AppError, ValueError, FileNotFoundError, OSError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
+
+    def entry():
+        try:
+            app.run(guarded)
+        except flags.IllegalFlagValueError as error:  # raised before main runs
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
+    return entry
+
+
+def run_config(model_dir):
+    """The flags a pretraining run recorded in `model_dir/config.json` ({} if none)."""
+    path = os.path.join(model_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def dataset_name(model_dir=None):
+    """--dataset, else the dataset of the pretraining run, else the embedded default."""
+    if FLAGS.dataset:
+        return FLAGS.dataset
+    if model_dir:
+        return run_config(model_dir).get("dataset", data.DEFAULT_DATASET)
+    return data.DEFAULT_DATASET
+
+
+def load_pretrained(model_dir):
+    """The SimCLR model of a pretraining run: its final model, else its latest checkpoint."""
+    from keras_simclr.callbacks import latest_checkpoint
+
+    if not os.path.isdir(model_dir):
+        raise AppError(f"--model_dir {model_dir} does not exist")
+    path = os.path.join(model_dir, MODEL_FILE)
+    if not os.path.exists(path):
+        path, _ = latest_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR))
+        if path is None:
+            raise AppError(f"{model_dir} holds no {MODEL_FILE} and no checkpoint: "
+                           f"run apps.pretrain with --model_dir={model_dir} first")
+    return load_model_file(path)
+
+
+def load_model_file(path):
+    """keras.saving.load_model with a one-line error for unreadable files."""
+    import keras
+
+    try:
+        return keras.saving.load_model(path)
+    except Exception as error:  # a truncated zip, a foreign file, a version mismatch, ...
+        raise AppError(f"cannot read the model {path}: {error}") from None
+
+
+def image_size_of(model_dir, model):
+    """Side of the views the run was trained on (its config, else the model's augmenter)."""
+    size = run_config(model_dir).get("image_size")
+    if size is None and getattr(model, "augmenter", None) is not None:
+        size = model.augmenter.image_size
+    if size is None:
+        raise AppError(f"cannot tell the image size of the run in {model_dir}")
+    return int(size)
+
+
+def frozen_features(encoder, dataset, split, image_size, batch_size):
+    """(x, y): h of every example of `split`, resized without augmentation, in order."""
+    from keras_simclr import data, evaluation
+
+    ds = data.embed_dataset(dataset, split, image_size=image_size, batch_size=batch_size,
+                            data_dir=FLAGS.data_dir, strict=FLAGS.strict)
+    return evaluation.extract_features(lambda x: encoder(x, training=False), ds)
+
+
+def write_json(path, result):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2, sort_keys=True)
+        f.write("\n")

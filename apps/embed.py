@@ -1,0 +1,63 @@
+"""Embeddings of a dataset split into an NPZ: `python -m apps.embed --model=... --output=x.npz`.
+
+`--model` is a SavedModel directory (from apps.export) or a pretraining `--model_dir`.
+Writes `x` float32 (N, D) and `y` int64 (N,) labels (-1 where the data has none), in the
+dataset's order, without augmentation.
+"""
+import os
+
+from absl import flags
+
+from apps import common
+
+FLAGS = flags.FLAGS
+common.define_data_flags(("split",))
+flags.DEFINE_string("model", None, "SavedModel directory or pretraining model_dir.")
+flags.DEFINE_string("output", None, "NPZ file to write.")
+flags.DEFINE_integer("image_size", None, "Image size for a SavedModel (default: from the run).")
+flags.DEFINE_integer("batch_size", 256, "Batch size.")
+flags.mark_flags_as_required(["model", "output"])
+common.positive("batch_size")
+
+
+def embedding_fn(path):
+    """(function from float images in [0, 1] to h, image size, default dataset)."""
+    import tensorflow as tf
+
+    from keras_simclr.export import read_metadata
+
+    if not os.path.isdir(path):
+        raise common.AppError(f"--model {path} is not a directory")
+    if os.path.exists(os.path.join(path, "saved_model.pb")):
+        serve = tf.saved_model.load(path).signatures["serving_float"]
+        size = FLAGS.image_size or read_metadata(path).get("image_size")
+        if size is None:
+            raise common.AppError("pass --image_size for a SavedModel (the size it was trained on)")
+        return (lambda x: serve(images=tf.cast(x, tf.float32))["embedding"]), size, None
+    model = common.load_pretrained(path)
+    return ((lambda x: model.encoder(x, training=False)),
+            FLAGS.image_size or common.image_size_of(path, model), path)
+
+
+def main(argv):
+    del argv
+    import numpy as np
+
+    from keras_simclr import data, evaluation
+
+    embed, image_size, model_dir = embedding_fn(FLAGS.model)
+    dataset = common.dataset_name(model_dir)
+    ds = data.embed_dataset(dataset, FLAGS.split, image_size=image_size,
+                            batch_size=FLAGS.batch_size, data_dir=FLAGS.data_dir,
+                            strict=FLAGS.strict)
+    x, y = evaluation.extract_features(embed, ds)
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+    np.savez(FLAGS.output, x=x.astype(np.float32), y=y.astype(np.int64))
+    print(f"wrote {FLAGS.output}: x {x.shape} float32, y {y.shape} int64 "
+          f"({dataset}:{FLAGS.split})")
+
+
+run = common.run(main)
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,47 @@
+"""Export a pretrained encoder as a SavedModel: `python -m apps.export --model_dir=runs/NAME`.
+
+Writes `--export_dir` (default `saved_models/<run name>`) with a `serving_default` signature
+on uint8 images [batch, H, W, 3] returning {"embedding": h} (a `serving_float` one on
+float32 images in [0, 1] beside it). With `--classifier_dir`, the Dense layer of a
+fine-tuned or linear-evaluation `LinearClassifier` (`classifier.keras`) is exported too and
+the signatures also return "logits". The export is written aside, reloaded, checked
+against the Keras model and only then moved into place.
+"""
+import os
+
+from absl import flags
+
+from apps import common
+
+FLAGS = flags.FLAGS
+common.define_model_dir_flag()
+flags.DEFINE_string("export_dir", None, "SavedModel directory (default: saved_models/<run>).")
+flags.DEFINE_string("classifier", None,
+                    "A LinearClassifier .keras file (from apps.finetune) to export with "
+                    "its logits; its encoder is exported.")
+
+SAVED_MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "saved_models")
+
+
+def main(argv):
+    del argv
+    from keras_simclr.export import export_encoder
+
+    model = common.load_pretrained(FLAGS.model_dir)
+    image_size = common.image_size_of(FLAGS.model_dir, model)
+    encoder, classifier = model.encoder, None
+    if FLAGS.classifier:
+        linear = common.load_model_file(FLAGS.classifier)
+        encoder, classifier = linear.encoder, linear.classifier
+    name = os.path.basename(os.path.normpath(FLAGS.model_dir))
+    export_dir = FLAGS.export_dir or os.path.join(SAVED_MODELS, name)
+    path = export_encoder(encoder, export_dir, image_size, classifier=classifier)
+    print(f"exported SavedModel to {path} (serving_default: uint8 [batch, H, W, 3] -> "
+          f"{'embedding, logits' if classifier is not None else 'embedding'})")
+
+
+run = common.run(main)
+
+if __name__ == "__main__":
+    run()

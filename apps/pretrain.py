@@ -1,0 +1,176 @@
+"""Contrastive pretraining: `python -m apps.pretrain --model_dir=runs/NAME [--flagfile=...]`.
+
+Writes under --model_dir: `checkpoints/ckpt-EPOCH.keras` every epoch (the last few kept),
+TensorBoard logs in `logs/`, the final `model.keras`, `config.json` (the flags) and
+`summary.json` (loss, contrastive and probe accuracy, views/s, wall time). Rerun with the
+same --model_dir to resume from the last checkpoint (weights, optimizer state, schedule).
+Defaults are the quick-start preset (`apps/configs/quickstart.cfg`).
+"""
+import json
+import os
+import time
+
+from absl import flags, logging
+
+from apps import common
+
+FLAGS = flags.FLAGS
+_PREDEFINED = set(FLAGS)  # absl's own flags, not recorded in config.json
+common.define_data_flags(("train_split",))
+common.define_model_dir_flag()
+flags.DEFINE_integer("image_size", 32, "Side of the square views.")
+flags.DEFINE_enum("backbone", "resnet18", ["resnet18", "resnet34", "resnet50"], "Encoder.")
+flags.DEFINE_float("width_multiplier", 0.5, "Channel width multiplier of the encoder.")
+flags.DEFINE_enum("stem", "imagenet", ["imagenet", "cifar"], "ResNet stem.")
+flags.DEFINE_integer("head_depth", 3, "Layers of the projection head (3: SimCLRv2, 2: v1).")
+flags.DEFINE_integer("proj_dim", 128, "Output size of the projection head.")
+flags.DEFINE_integer("batch_size", 256, "Global batch size (images; twice as many views).")
+flags.DEFINE_integer("epochs", 15, "Training epochs.")
+flags.DEFINE_float("temperature", 0.2, "NT-Xent temperature.")
+flags.DEFINE_enum("optimizer", "lars", ["lars", "sgd", "adamw"], "Optimizer.")
+flags.DEFINE_float("learning_rate", 1.0, "Base learning rate, scaled by --lr_scaling.")
+flags.DEFINE_enum("lr_scaling", "linear", ["linear", "sqrt"],
+                  "linear: base * batch / 256; sqrt: base * sqrt(batch).")
+flags.DEFINE_float("warmup_epochs", 1.0, "Linear warm-up epochs before the cosine decay.")
+flags.DEFINE_float("weight_decay", 1e-4, "Weight decay (BN and biases excluded).")
+flags.DEFINE_float("momentum", 0.9, "Momentum of LARS and SGD.")
+flags.DEFINE_float("jitter_strength", 0.5, "Colour jitter strength s.")
+flags.DEFINE_float("blur_prob", 0.0, "Gaussian blur probability (0.5 for ImageNet).")
+flags.DEFINE_float("solarize_prob", 0.0, "Solarization probability.")
+flags.DEFINE_enum("augment_in", "auto", ["auto", "model", "data"],
+                  "Where views are made: in the model's train_step, in the tf.data pipeline, or "
+                  "auto (data on CPU, where it overlaps with training; model on GPUs).")
+flags.DEFINE_boolean("probe", True, "Train an online linear probe on labelled batches.")
+flags.DEFINE_enum("strategy", "auto",
+                  ["auto", "default", "one_device", "mirrored", "multi_worker", "tpu"],
+                  "tf.distribute strategy.")
+flags.DEFINE_integer("cpu_replicas", 0, "Split the CPU into N logical devices (mirrored on CPU).")
+flags.DEFINE_boolean("global_bn", None, "Synchronize BN across replicas (default: on with >1).")
+flags.DEFINE_string("cache", "auto", "Cache decoded images in memory: true, false or auto.")
+flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in model_dir/checkpoints.")
+flags.DEFINE_integer("steps_per_epoch", None, "Limit steps per epoch (default: one pass).")
+flags.DEFINE_integer("verbose", 1, "Keras progress output: 0 silent, 1 bar, 2 one line/epoch.")
+for _name in ("image_size", "batch_size", "epochs", "temperature", "head_depth", "proj_dim",
+              "width_multiplier", "keep_checkpoints", "steps_per_epoch"):
+    common.positive(_name)
+
+
+def build_model(info, global_bn, augment_in_model):
+    """A compiled SimCLR for the flags (call inside strategy.scope())."""
+    from keras_simclr import ProjectionHead, SimCLR, SimCLRAugment, backbones
+
+    encoder = backbones.build_backbone(
+        FLAGS.backbone, stem=FLAGS.stem, width_multiplier=FLAGS.width_multiplier,
+        synchronized_bn=global_bn,
+    )
+    head = ProjectionHead(FLAGS.head_depth, output_dim=FLAGS.proj_dim, synchronized_bn=global_bn)
+    return SimCLR(
+        encoder, head,
+        augmenter=make_augmenter() if augment_in_model else None,
+        temperature=FLAGS.temperature,
+        probe_classes=info.num_classes if FLAGS.probe and info.num_classes > 1 else None,
+    )
+
+
+def make_augmenter(seed=None):
+    from keras_simclr import SimCLRAugment
+
+    return SimCLRAugment(FLAGS.image_size, jitter_strength=FLAGS.jitter_strength,
+                         blur_prob=FLAGS.blur_prob, solarize_prob=FLAGS.solarize_prob, seed=seed)
+
+
+def _cache_flag():
+    value = FLAGS.cache.lower()
+    if value not in ("auto", "true", "false"):
+        raise common.AppError(f"--cache must be true, false or auto, got {FLAGS.cache}")
+    return "auto" if value == "auto" else value == "true"
+
+
+def main(argv):
+    del argv
+    import keras
+    import tensorflow as tf
+
+    from keras_simclr import data, distribute, optimizers
+    from keras_simclr.callbacks import EpochCheckpoint, Throughput, latest_checkpoint
+
+    started = time.perf_counter()
+    strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.cpu_replicas)
+    replicas = strategy.num_replicas_in_sync
+    distribute.per_replica_batch_size(FLAGS.batch_size, strategy)  # divisible, or a clear error
+    global_bn = distribute.resolve_global_bn(FLAGS.global_bn, strategy)
+    chief = distribute.is_chief(strategy)
+    dataset = common.dataset_name()
+    info = data.describe(dataset, FLAGS.data_dir, FLAGS.strict)
+    num_examples = info.num_examples(FLAGS.train_split)
+    steps_per_epoch = num_examples // FLAGS.batch_size
+    if steps_per_epoch == 0:
+        raise common.AppError(f"--batch_size={FLAGS.batch_size} is larger than the "
+                              f"{num_examples} images of {dataset}:{FLAGS.train_split}")
+    if FLAGS.steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, FLAGS.steps_per_epoch)
+    augment_in_model = FLAGS.augment_in == "model" or (
+        FLAGS.augment_in == "auto" and tf.config.list_physical_devices("GPU"))
+    logging.info("pretraining on %s:%s (%d images), %d steps/epoch, views made in the %s",
+                 dataset, FLAGS.train_split, num_examples, steps_per_epoch,
+                 "model" if augment_in_model else "input pipeline")
+
+    model_dir = FLAGS.model_dir
+    checkpoint_dir = os.path.join(model_dir, common.CHECKPOINT_DIR)
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    config = {name: FLAGS[name].value for name in FLAGS
+              if name not in _PREDEFINED and name != "verbose"}
+    config.update(dataset=dataset, replicas=replicas, global_bn=global_bn)
+    if chief:
+        common.write_json(os.path.join(model_dir, common.CONFIG_FILE), config)
+
+    train_ds = data.pretrain_dataset(
+        dataset, FLAGS.train_split, image_size=FLAGS.image_size,
+        global_batch_size=FLAGS.batch_size, data_dir=FLAGS.data_dir, cache=_cache_flag(),
+        seed=FLAGS.seed, strict=FLAGS.strict,
+        augmenter=None if augment_in_model else make_augmenter(),
+    ).repeat()
+
+    checkpoint, done_epochs = latest_checkpoint(checkpoint_dir)
+    with strategy.scope():
+        if checkpoint:
+            logging.info("resuming from %s (epoch %d)", checkpoint, done_epochs)
+            model = common.load_model_file(checkpoint)
+        else:
+            keras.utils.set_random_seed(FLAGS.seed)
+            model = build_model(info, global_bn, augment_in_model)
+            schedule = optimizers.warmup_cosine_for(
+                FLAGS.learning_rate, FLAGS.batch_size, FLAGS.lr_scaling, FLAGS.epochs,
+                steps_per_epoch, min(FLAGS.warmup_epochs, FLAGS.epochs))
+            model.compile(optimizer=optimizers.build_optimizer(
+                FLAGS.optimizer, schedule, FLAGS.weight_decay, momentum=FLAGS.momentum))
+
+    throughput = Throughput(FLAGS.batch_size)
+    callbacks = [
+        throughput,
+        EpochCheckpoint(checkpoint_dir, keep=FLAGS.keep_checkpoints, is_chief=chief),
+        keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), update_freq="epoch"),
+    ]
+    history = {}
+    if done_epochs < FLAGS.epochs:
+        history = model.fit(train_ds, epochs=FLAGS.epochs, initial_epoch=done_epochs,
+                            steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+                            verbose=FLAGS.verbose, shuffle=False).history
+    else:
+        logging.info("all %d epochs already done", FLAGS.epochs)
+
+    summary = {key: float(values[-1]) for key, values in history.items()}
+    summary.update(
+        epochs=FLAGS.epochs, resumed_from_epoch=done_epochs, replicas=replicas,
+        wall_time_s=time.perf_counter() - started, views_per_s=throughput.median_views_per_s(),
+    )
+    if chief:
+        model.save(os.path.join(model_dir, common.MODEL_FILE))
+        common.write_json(os.path.join(model_dir, "summary.json"), summary)
+    print(json.dumps(summary, sort_keys=True))
+
+
+run = common.run(main)
+
+if __name__ == "__main__":
+    run()

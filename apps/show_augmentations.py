@@ -1,0 +1,43 @@
+"""A PNG of images beside several of their SimCLR views: `python -m apps.show_augmentations`.
+
+Each row is one image of --dataset/--split followed by --views random views made with the
+pretraining augmentation (the flags match apps.pretrain's).
+"""
+from absl import flags
+
+from apps import common
+
+FLAGS = flags.FLAGS
+common.define_data_flags(("split",))
+flags.DEFINE_integer("images", 8, "Rows: images shown.")
+flags.DEFINE_integer("views", 6, "Views per image.")
+flags.DEFINE_integer("image_size", 32, "Side of the views.")
+flags.DEFINE_float("jitter_strength", 0.5, "Colour jitter strength s.")
+flags.DEFINE_float("blur_prob", 0.0, "Gaussian blur probability.")
+flags.DEFINE_float("solarize_prob", 0.0, "Solarization probability.")
+flags.DEFINE_integer("scale", 3, "Pixel magnification in the PNG.")
+flags.DEFINE_string("output", "augmentations.png", "PNG file to write.")
+for _name in ("images", "views", "image_size", "scale"):
+    common.positive(_name)
+
+
+def main(argv):
+    del argv
+    from keras_simclr import SimCLRAugment, data, viz
+
+    ds = data.embed_dataset(common.dataset_name(), FLAGS.split, image_size=FLAGS.image_size,
+                            batch_size=FLAGS.images, data_dir=FLAGS.data_dir, strict=FLAGS.strict)
+    images, _ = next(iter(ds))
+    augment = SimCLRAugment(FLAGS.image_size, jitter_strength=FLAGS.jitter_strength,
+                            blur_prob=FLAGS.blur_prob, solarize_prob=FLAGS.solarize_prob,
+                            seed=FLAGS.seed)
+    views = [augment(images).numpy() for _ in range(FLAGS.views)]
+    rows = [[images[i].numpy()] + [v[i] for v in views] for i in range(len(images))]
+    viz.save_png(viz.image_grid(rows, scale=FLAGS.scale), FLAGS.output)
+    print(f"wrote {FLAGS.output}: {len(rows)} images x (original + {FLAGS.views} views)")
+
+
+run = common.run(main)
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,103 @@
+"""Evaluating frozen representations: feature extraction, linear probe on features, kNN.
+
+- `extract_features`: h for every example of a dataset, in order.
+- `linear_probe_on_features`: the fast linear evaluation, multinomial logistic regression
+  (L-BFGS, as the SimCLR paper's transfer experiments) on standardised features computed
+  once, instead of training a Dense layer through the frozen encoder for many epochs.
+- `knn_classify`: weighted kNN of Wu et al. 2018 as used by lightly and solo-learn: cosine
+  similarity, the k nearest training features vote with weight exp(sim / temperature).
+- `balanced_subset`: a seeded, class-balanced fraction of a labelled split (fine-tuning).
+"""
+import numpy as np
+import tensorflow as tf
+
+
+def extract_features(embed_fn, dataset):
+    """Run `embed_fn` over a dataset of (images, labels) batches -> (x float32, y int64)."""
+    features, labels = [], []
+    for images, batch_labels in dataset:
+        features.append(np.asarray(embed_fn(images), np.float32))
+        labels.append(np.asarray(batch_labels, np.int64))
+    if not features:
+        raise ValueError("the dataset is empty: no features to extract")
+    return np.concatenate(features), np.concatenate(labels)
+
+
+def top_k_accuracy(scores, labels, k):
+    """Fraction of rows whose label is among the k highest scores."""
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return float(np.mean(np.any(top == labels[:, None], axis=1)))
+
+
+def linear_probe_on_features(train_x, train_y, eval_x, eval_y, regularization=1e-4,
+                             max_iter=1000):
+    """Multinomial logistic regression on standardised frozen features.
+
+    Returns {"top1", "top5", "num_train", "num_eval"}. Examples with label < 0 are dropped.
+    """
+    from sklearn.linear_model import LogisticRegression  # heavy import, only needed here
+
+    train_keep, eval_keep = train_y >= 0, eval_y >= 0
+    train_x, train_y = train_x[train_keep], train_y[train_keep]
+    eval_x, eval_y = eval_x[eval_keep], eval_y[eval_keep]
+    if len(np.unique(train_y)) < 2:
+        raise ValueError("linear evaluation needs labelled data of at least two classes")
+    mean, std = train_x.mean(axis=0), train_x.std(axis=0) + 1e-6
+    model = LogisticRegression(C=1.0 / (regularization * len(train_x)), max_iter=max_iter)
+    model.fit((train_x - mean) / std, train_y)
+    scores = np.full((len(eval_x), int(max(train_y.max(), eval_y.max())) + 1), -np.inf)
+    scores[:, model.classes_] = model.predict_log_proba((eval_x - mean) / std)
+    return {
+        "top1": top_k_accuracy(scores, eval_y, 1),
+        "top5": top_k_accuracy(scores, eval_y, 5),
+        "num_train": int(len(train_x)),
+        "num_eval": int(len(eval_x)),
+    }
+
+
+def knn_classify(train_x, train_y, eval_x, num_classes, k=200, temperature=0.1,
+                 batch_size=1024):
+    """Class scores of each eval feature from its k nearest training features (cosine)."""
+    train = tf.math.l2_normalize(tf.constant(train_x, tf.float32), axis=1)
+    train_y = tf.constant(train_y, tf.int64)
+    k = min(k, int(train.shape[0]))
+    scores = []
+    for start in range(0, len(eval_x), batch_size):
+        queries = tf.math.l2_normalize(tf.constant(eval_x[start:start + batch_size], tf.float32), axis=1)
+        similarity, index = tf.math.top_k(tf.matmul(queries, train, transpose_b=True), k)
+        weights = tf.exp(similarity / temperature)
+        votes = tf.one_hot(tf.gather(train_y, index), num_classes) * weights[..., None]
+        scores.append(tf.reduce_sum(votes, axis=1).numpy())
+    return np.concatenate(scores)
+
+
+def knn_accuracy(train_x, train_y, eval_x, eval_y, k=200, temperature=0.1):
+    """Weighted kNN top-1 and top-5; examples with label < 0 are dropped."""
+    train_keep, eval_keep = train_y >= 0, eval_y >= 0
+    train_x, train_y = train_x[train_keep], train_y[train_keep]
+    eval_x, eval_y = eval_x[eval_keep], eval_y[eval_keep]
+    num_classes = int(max(train_y.max(), eval_y.max())) + 1
+    scores = knn_classify(train_x, train_y, eval_x, num_classes, k, temperature)
+    return {
+        "top1": top_k_accuracy(scores, eval_y, 1),
+        "top5": top_k_accuracy(scores, eval_y, 5),
+        "k": int(min(k, len(train_x))),
+        "temperature": float(temperature),
+        "num_train": int(len(train_x)),
+        "num_eval": int(len(eval_x)),
+    }
+
+
+def balanced_subset(labels, fraction, seed=0):
+    """Sorted indices of a class-balanced `fraction` of `labels` (at least one per class)."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in np.unique(labels[labels >= 0]):
+        members = np.flatnonzero(labels == label)
+        count = max(1, int(round(fraction * len(members))))
+        chosen.append(rng.choice(members, count, replace=False))
+    return np.sort(np.concatenate(chosen))

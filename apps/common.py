@@ -57,12 +57,15 @@ def run(main):
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
 
-    def entry():
+    def parse(argv):
         try:
-            app.run(guarded)
-        except flags.IllegalFlagValueError as error:  # raised before main runs
+            return FLAGS(argv)
+        except flags.Error as error:  # unknown flag, bad value, failed validator
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
+
+    def entry():
+        app.run(guarded, flags_parser=parse)
     return entry
 
 

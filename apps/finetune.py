@@ -29,7 +29,6 @@ for _name in ("batch_size", "epochs", "learning_rate"):
 def main(argv):
     del argv
     import keras
-    import numpy as np
 
     from keras_simclr import LinearClassifier, data, evaluation
 
@@ -44,8 +43,7 @@ def main(argv):
     model = common.load_pretrained(FLAGS.model_dir)
     image_size = common.image_size_of(FLAGS.model_dir, model)
 
-    examples, _ = data.load(dataset, FLAGS.train_split, FLAGS.data_dir, FLAGS.strict)
-    labels = np.fromiter((int(label) for _, label in examples.as_numpy_iterator()), np.int64)
+    labels = data.labels(dataset, FLAGS.train_split, FLAGS.data_dir, FLAGS.strict)
     subset = evaluation.balanced_subset(labels, FLAGS.label_fraction, FLAGS.seed)
     batch_size = min(FLAGS.batch_size, len(subset))
     logging.info("fine-tuning on %d labelled examples (%.1f%% of %s:%s), batch %d",

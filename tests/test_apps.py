@@ -1,0 +1,192 @@
+"""The absl apps end to end, each through its entry point in a subprocess, on a tiny folder."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import blob_images
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--image_size=16", "--width_multiplier=0.125", "--batch_size=16", "--head_depth=2",
+        "--proj_dim=16", "--verbose=0"]
+
+
+def run_app(name, *args, check=True, timeout=300):
+    result = subprocess.run([sys.executable, "-m", f"apps.{name}", *args], cwd=ROOT,
+                            capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"apps.{name} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+def write_folder(root, counts=None):
+    """An image folder train/test with 4 classes of 16x16 PNGs; returns --dataset."""
+    counts = counts or {"train": 96, "test": 32}
+    for index, (split, count) in enumerate(counts.items()):
+        images, labels = blob_images(count, size=16, seed=index)
+        for i, (image, label) in enumerate(zip(images, labels)):
+            path = os.path.join(root, split, f"class_{label}", f"{i}.png")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            Image.fromarray(image).save(path)
+    return f"folder:{root}"
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """One tiny pretraining run shared by the evaluation and export tests."""
+    base = tmp_path_factory.mktemp("apps")
+    dataset = write_folder(str(base / "images"))
+    model_dir = str(base / "run")
+    result = run_app("pretrain", f"--dataset={dataset}", f"--model_dir={model_dir}",
+                     "--epochs=2", *TINY)
+    return dataset, model_dir, result
+
+
+def test_pretrain_writes_checkpoints_logs_model_and_summary(pretrained):
+    dataset, model_dir, result = pretrained
+    assert sorted(os.listdir(os.path.join(model_dir, "checkpoints"))) == ["ckpt-1.keras", "ckpt-2.keras"]
+    assert os.listdir(os.path.join(model_dir, "logs"))
+    assert os.path.exists(os.path.join(model_dir, "model.keras"))
+    with open(os.path.join(model_dir, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["epochs"] == 2 and np.isfinite(summary["loss"])
+    assert {"contrastive_acc", "probe_acc", "views_per_s", "wall_time_s"} <= set(summary)
+    with open(os.path.join(model_dir, "config.json")) as f:
+        assert json.load(f)["dataset"] == dataset
+    assert json.loads(result.stdout.strip().splitlines()[-1])["epochs"] == 2
+
+
+def test_linear_eval_and_knn_eval(pretrained):
+    dataset, model_dir, _ = pretrained
+    out = run_app("linear_eval", f"--model_dir={model_dir}")
+    assert "linear evaluation top-1 (pretrained encoder" in out.stdout
+    result = json.load(open(os.path.join(model_dir, "linear_eval.json")))
+    assert 0.0 <= result["top1"] <= result["top5"] <= 1.0 and result["num_eval"] == 32
+    run_app("linear_eval", f"--model_dir={model_dir}", "--random_init")
+    assert json.load(open(os.path.join(model_dir, "linear_eval_random.json")))["random_init"]
+    full = run_app("linear_eval", f"--model_dir={model_dir}", "--mode=full", "--epochs=1",
+                   "--batch_size=16", f"--output={model_dir}/full.json")
+    assert json.loads(full.stdout.strip().splitlines()[-2])["mode"] == "full"
+    run_app("knn_eval", f"--model_dir={model_dir}", "--k=5")
+    knn = json.load(open(os.path.join(model_dir, "knn_eval.json")))
+    assert knn["k"] == 5 and 0.0 <= knn["top1"] <= 1.0
+
+
+def test_export_reload_and_embed_agree(pretrained, tmp_path):
+    import keras_simclr  # noqa: F401
+    import tensorflow as tf
+
+    dataset, model_dir, _ = pretrained
+    export_dir = str(tmp_path / "exported")
+    run_app("export", f"--model_dir={model_dir}", f"--export_dir={export_dir}")
+    assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]  # no staging left behind
+    served = tf.saved_model.load(export_dir).signatures["serving_default"]
+    images = np.random.default_rng(0).integers(0, 256, (3, 40, 24, 3), np.uint8)
+    assert served(images=tf.constant(images))["embedding"].shape == (3, 64)  # 512 * 0.125
+
+    from_saved = str(tmp_path / "saved.npz")
+    from_run = str(tmp_path / "run.npz")
+    run_app("embed", f"--model={export_dir}", f"--dataset={dataset}", f"--output={from_saved}")
+    run_app("embed", f"--model={model_dir}", f"--output={from_run}")
+    saved, run = np.load(from_saved), np.load(from_run)
+    assert saved["x"].dtype == np.float32 and saved["y"].dtype == np.int64
+    assert saved["x"].shape == (32, 64)
+    np.testing.assert_allclose(saved["x"], run["x"], atol=1e-4)
+    np.testing.assert_array_equal(saved["y"], run["y"])
+    # In dataset order: class folders sorted, so labels never decrease.
+    assert np.all(np.diff(saved["y"]) >= 0)
+
+
+def test_finetune_and_export_with_logits(pretrained, tmp_path):
+    import keras_simclr  # noqa: F401
+    import tensorflow as tf
+
+    dataset, model_dir, _ = pretrained
+    run_app("finetune", f"--model_dir={model_dir}", "--label_fraction=0.5", "--epochs=1",
+            "--batch_size=16")
+    result = json.load(open(os.path.join(model_dir, "finetune_0.5", "result.json")))
+    assert result["num_labelled"] == pytest.approx(48, abs=2) and 0 <= result["top1"] <= 1
+    export_dir = str(tmp_path / "with_logits")
+    run_app("export", f"--model_dir={model_dir}", f"--export_dir={export_dir}",
+            f"--classifier={model_dir}/finetune_0.5/classifier.keras")
+    outputs = tf.saved_model.load(export_dir).signatures["serving_default"](
+        images=tf.zeros((2, 16, 16, 3), tf.uint8))
+    assert outputs["logits"].shape == (2, 4)
+
+
+def test_pictures(pretrained, tmp_path):
+    dataset, model_dir, _ = pretrained
+    grid = str(tmp_path / "views.png")
+    run_app("show_augmentations", f"--dataset={dataset}", "--images=3", "--views=4",
+            "--image_size=16", "--scale=1", f"--output={grid}")
+    assert Image.open(grid).size == (2 + 5 * 18, 2 + 3 * 18)
+    neighbours = str(tmp_path / "neighbours.png")
+    run_app("neighbors", f"--model_dir={model_dir}", "--queries=2", "--k=3", "--scale=1",
+            f"--output={neighbours}")
+    assert Image.open(neighbours).size == (2 + 4 * 18, 2 + 2 * 18)
+
+
+def test_resume_after_kill_minus_nine(tmp_path):
+    dataset = write_folder(str(tmp_path / "images"), {"train": 64, "test": 16})
+    model_dir = str(tmp_path / "run")
+    args = [sys.executable, "-m", "apps.pretrain", f"--dataset={dataset}",
+            f"--model_dir={model_dir}", "--epochs=4", *TINY]
+    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = os.path.join(model_dir, "checkpoints", "ckpt-1.keras")
+    deadline = time.time() + 240
+    while not os.path.exists(first) and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    from keras_simclr.callbacks import latest_checkpoint
+    _, done = latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    assert 1 <= done < 4, "the kill should land after the first epoch and before the end"
+
+    result = run_app("pretrain", f"--dataset={dataset}", f"--model_dir={model_dir}",
+                     "--epochs=4", *TINY)
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["resumed_from_epoch"] == done and summary["epochs"] == 4
+
+    import keras
+    final = keras.saving.load_model(os.path.join(model_dir, "model.keras"))
+    assert int(final.optimizer.iterations) == 4 * (64 // 16)  # no step lost or repeated
+
+
+@pytest.mark.parametrize("name,args,message", [
+    ("pretrain", ["--dataset=no_such_dataset_xyz", "--model_dir={tmp}/r"], "no_such_dataset_xyz"),
+    ("pretrain", ["--dataset=folder:{tmp}/missing", "--model_dir={tmp}/r"], "does not exist"),
+    ("pretrain", ["--epochs=0", "--model_dir={tmp}/r"], "--epochs must be positive"),
+    ("pretrain", ["--batch_size=-4", "--model_dir={tmp}/r"], "--batch_size must be positive"),
+    ("pretrain", ["--strategy=mirrored", "--cpu_replicas=2", "--batch_size=15",
+                  "--model_dir={tmp}/r"], "not divisible"),
+    ("pretrain", ["--epochs=1"], "--model_dir is required"),
+    ("linear_eval", [], "--model_dir is required"),
+    ("export", [], "--model_dir is required"),
+    ("linear_eval", ["--model_dir={tmp}/nowhere"], "does not exist"),
+    ("export", ["--model_dir={tmp}/corrupt"], "cannot read the model"),
+    ("embed", ["--model={tmp}/nowhere", "--output={tmp}/x.npz"], "not a directory"),
+    ("finetune", ["--model_dir={tmp}/corrupt", "--label_fraction=2"], "label_fraction"),
+])
+def test_bad_input_ends_with_one_clear_line(tmp_path, name, args, message):
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "model.keras").write_bytes(b"this is not a zip file")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = run_app(name, *args, check=False)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and message in last, result.stderr[-2000:]
+
+
+def test_console_script_is_installed():
+    result = subprocess.run(["simclr-pretrain", "--epochs=0", "--model_dir=unused"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "error: flag --epochs=0: --epochs must be positive"

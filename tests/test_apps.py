@@ -190,3 +190,32 @@ def test_console_script_is_installed():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "error: flag --epochs=0: --epochs must be positive"
+
+
+def test_presets_parse_and_quickstart_is_the_defaults():
+    code = """
+import json, sys
+from absl import flags
+from apps import pretrain
+defaults = {name: flags.FLAGS[name].default for name in flags.FLAGS}
+parsed = {}
+for preset in sys.argv[1:]:
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["pretrain", "--model_dir=unused", "--flagfile=" + preset])
+    parsed[preset] = {name: flags.FLAGS[name].value for name in flags.FLAGS}
+print(json.dumps({"defaults": defaults, "parsed": parsed}, default=str))
+"""
+    presets = [os.path.join(ROOT, "apps", "configs", name)
+               for name in sorted(os.listdir(os.path.join(ROOT, "apps", "configs")))]
+    result = subprocess.run([sys.executable, "-c", code, *presets], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    quickstart = out["parsed"][os.path.join(ROOT, "apps", "configs", "quickstart.cfg")]
+    with open(os.path.join(ROOT, "apps", "configs", "quickstart.cfg")) as f:
+        names = [line.split("=")[0][2:] for line in f if line.startswith("--")]
+    # --dataset defaults to None, meaning the embedded default data set.
+    assert quickstart.pop("dataset") == "shapes" and names.remove("dataset") is None
+    assert names and {n: quickstart[n] for n in names} == {n: out["defaults"][n] for n in names}
+    cifar = out["parsed"][os.path.join(ROOT, "apps", "configs", "cifar10.cfg")]
+    assert (cifar["stem"], cifar["temperature"], cifar["batch_size"]) == ("cifar", 0.5, 512)

@@ -31,7 +31,7 @@ def top_k_accuracy(scores, labels, k):
 
 
 def linear_probe_on_features(train_x, train_y, eval_x, eval_y, regularization=1e-4,
-                             max_iter=1000):
+                             max_iter=500):
     """Multinomial logistic regression on standardised frozen features.
 
     Returns {"top1", "top5", "num_train", "num_eval"}. Examples with label < 0 are dropped.

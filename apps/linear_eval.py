@@ -28,27 +28,14 @@ for _name in ("batch_size", "epochs", "learning_rate"):
     common.positive(_name)
 
 
-def random_encoder_like(encoder, seed):
-    """A freshly initialised copy of `encoder`, every BatchNormalization scale at 1.
-
-    Pretraining starts with the last BN of each residual branch at zero (as the official
-    code), which leaves an untrained network little more than its shortcut path; with
-    unit scales the random-init floor is the usual, stronger one.
-    """
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    fresh = keras.models.clone_model(encoder)
-    for layer in fresh.layers:
-        if isinstance(layer, keras.layers.BatchNormalization) and layer.scale:
-            layer.gamma.assign(keras.ops.ones_like(layer.gamma))
-    return fresh
-
-
 def encoder_to_evaluate(model_dir, seed):
     """(encoder, image size): the run's encoder, or a fresh copy with --random_init."""
+    from keras_simclr import evaluation
+
     model = common.load_pretrained(model_dir)
-    encoder = random_encoder_like(model.encoder, seed) if FLAGS.random_init else model.encoder
+    encoder = model.encoder
+    if FLAGS.random_init:
+        encoder = evaluation.random_init_like(encoder, seed)
     return encoder, common.image_size_of(model_dir, model)
 
 

@@ -7,6 +7,7 @@
 - `knn_classify`: weighted kNN of Wu et al. 2018 as used by lightly and solo-learn: cosine
   similarity, the k nearest training features vote with weight exp(sim / temperature).
 - `balanced_subset`: a seeded, class-balanced fraction of a labelled split (fine-tuning).
+- `random_init_like`: the random-initialised encoder that pretraining is compared with.
 """
 import numpy as np
 import tensorflow as tf
@@ -21,6 +22,23 @@ def extract_features(embed_fn, dataset):
     if not features:
         raise ValueError("the dataset is empty: no features to extract")
     return np.concatenate(features), np.concatenate(labels)
+
+
+def random_init_like(encoder, seed=0):
+    """A freshly initialised copy of `encoder` with every BatchNormalization scale at 1.
+
+    The floor that pretraining must beat. Pretraining starts with the last BN of each
+    residual branch at zero (as the official code), which leaves an untrained network
+    little more than its shortcut path; unit scales give the usual, stronger floor.
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    fresh = keras.models.clone_model(encoder)
+    for layer in fresh.layers:
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.scale:
+            layer.gamma.assign(keras.ops.ones_like(layer.gamma))
+    return fresh
 
 
 def top_k_accuracy(scores, labels, k):

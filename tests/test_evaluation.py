@@ -1,0 +1,61 @@
+"""Evaluation helpers: kNN and the linear probe against hand-made cases, subsets, random init."""
+import keras
+import numpy as np
+import pytest
+
+from keras_simclr import backbones, evaluation
+
+
+def clustered(n_per_class, classes=3, dim=8, seed=0, spread=0.1):
+    centres = np.random.default_rng(123).normal(size=(classes, dim)) * 3  # shared by all sets
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(classes), n_per_class)
+    return (centres[y] + spread * rng.normal(size=(len(y), dim))).astype(np.float32), y
+
+
+def test_knn_and_linear_probe_separate_clusters():
+    train_x, train_y = clustered(30)
+    eval_x, eval_y = clustered(10, seed=1)
+    knn = evaluation.knn_accuracy(train_x, train_y, eval_x, eval_y, k=5)
+    assert knn["top1"] == 1.0 and knn["k"] == 5
+    probe = evaluation.linear_probe_on_features(train_x, train_y, eval_x, eval_y)
+    assert probe["top1"] == 1.0 and probe["num_eval"] == 30
+
+
+def test_knn_weights_votes_by_similarity():
+    # One very close neighbour of class 1 outvotes two far ones of class 0 at low temperature.
+    train_x = np.array([[1, 0.01], [0.2, 1], [0.25, 1]], np.float32)
+    train_y = np.array([1, 0, 0])
+    scores = evaluation.knn_classify(train_x, train_y, np.array([[1, 0]], np.float32), 2, k=3,
+                                     temperature=0.1)
+    assert scores.argmax() == 1
+    assert evaluation.top_k_accuracy(np.array([[0.1, 0.5, 0.4]]), np.array([2]), 2) == 1.0
+
+
+def test_unlabelled_examples_are_ignored():
+    train_x, train_y = clustered(10)
+    train_y[:5] = -1
+    assert evaluation.knn_accuracy(train_x, train_y, train_x, train_y, k=3)["num_train"] == 25
+
+
+def test_balanced_subset_is_seeded_and_balanced():
+    labels = np.repeat(np.arange(4), [100, 50, 10, 1])
+    subset = evaluation.balanced_subset(labels, 0.1, seed=3)
+    counts = np.bincount(labels[subset], minlength=4)
+    assert counts.tolist() == [10, 5, 1, 1]
+    np.testing.assert_array_equal(subset, evaluation.balanced_subset(labels, 0.1, seed=3))
+    assert not np.array_equal(subset, evaluation.balanced_subset(labels, 0.1, seed=4))
+    with pytest.raises(ValueError, match="fraction"):
+        evaluation.balanced_subset(labels, 0.0)
+
+
+def test_random_init_like_is_fresh_with_unit_bn_scales():
+    encoder = backbones.resnet(18, stem="cifar", width_multiplier=0.125)
+    fresh = evaluation.random_init_like(encoder, seed=1)
+    gammas = [layer.gamma.numpy() for layer in fresh.layers
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    assert gammas and all(np.all(g == 1.0) for g in gammas)
+    kernel = encoder.get_layer("stem_conv").kernel.numpy()
+    assert not np.allclose(fresh.get_layer("stem_conv").kernel.numpy(), kernel)
+    # The original keeps its zero-initialised residual scales.
+    assert np.all(encoder.get_layer("stage1_block1_2_bn").gamma.numpy() == 0.0)

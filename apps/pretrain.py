@@ -57,7 +57,7 @@ for _name in ("image_size", "batch_size", "epochs", "temperature", "head_depth",
 
 def build_model(info, global_bn, augment_in_model):
     """A compiled SimCLR for the flags (call inside strategy.scope())."""
-    from keras_simclr import ProjectionHead, SimCLR, SimCLRAugment, backbones
+    from keras_simclr import ProjectionHead, SimCLR, backbones
 
     encoder = backbones.build_backbone(
         FLAGS.backbone, stem=FLAGS.stem, width_multiplier=FLAGS.width_multiplier,

@@ -18,11 +18,8 @@ Run it on an otherwise idle machine: both halves use every core.
     python bench/input_pipeline.py --json
 """
 import argparse
-import datetime
 import json
 import os
-import platform
-import shlex
 import sys
 import time
 
@@ -32,23 +29,20 @@ import keras_simclr  # noqa: E402  (before TensorFlow)
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from bench import common  # noqa: E402
 from keras_simclr import SimCLRAugment, SimCLR, data, optimizers  # noqa: E402
 from keras_simclr.backbones import resnet  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 SECTION = "## Input pipeline (bench/input_pipeline.py)"
 HEADER = ("| date | CPU | cores | command | pipeline views/s (cached) | first epoch views/s "
           "| images/s (no augmentation) | train step views/s | pipeline / train step "
           "| training fed by the pipeline, views/s |\n"
           "|---|---|---|---|---|---|---|---|---|---|")
-DEFAULT_DATASET = data.FOLDER_PREFIX + os.path.normpath(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data",
-                 "cifar10"))
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", default=DEFAULT_DATASET)
+    parser.add_argument("--dataset", default=common.CIFAR10_FOLDER)
     parser.add_argument("--split", default="train")
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--image_size", type=int, default=32)
@@ -62,7 +56,7 @@ def parse_args(argv):
     parser.add_argument("--fed_steps", type=int, default=5,
                         help="timed steps of training fed by the pipeline (0: skip)")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
-    parser.add_argument("--results", default=RESULTS,
+    parser.add_argument("--results", default=common.RESULTS,
                         help="Markdown file to append a row to ('' to skip)")
     return parser.parse_args(argv)
 
@@ -129,49 +123,23 @@ def fed_rate(args, model, ds):
     return 2 * args.batch_size * args.fed_steps / (time.perf_counter() - start)
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def append_row(path, result):
-    row = "| " + " | ".join([
+    common.append_row(path, SECTION, HEADER, [
         result["date"], result["cpu"], str(result["cores"]), f"`{result['command']}`",
         f"{result['pipeline_views_per_s']:.0f}", f"{result['first_epoch_views_per_s']:.0f}",
         f"{result['images_per_s']:.0f}", f"{result['train_step_views_per_s']:.0f}",
         f"{result['pipeline_over_train_step']:.1f}x",
         f"{result['fed_views_per_s']:.0f}" if result["fed_views_per_s"] else "-",
-    ]) + " |"
-    text = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
-    if SECTION not in text:
-        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{HEADER}\n"
-    # Insert after the last row of this section's table, before any later section.
-    start = text.index(SECTION)
-    end = text.find("\n## ", start + len(SECTION))
-    end = len(text) if end < 0 else end + 1
-    section = text[start:end].rstrip("\n") + "\n" + row + "\n"
-    text = text[:start] + section + ("\n" + text[end:] if end < len(text) else "")
-    with open(path, "w") as f:
-        f.write(text)
+    ])
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     keras.utils.set_random_seed(0)
-    result = {"date": datetime.date.today().isoformat(), "cpu": cpu_model(),
-              "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-              else os.cpu_count(),
-              "command": " ".join(["python", "bench/input_pipeline.py"]
-                                  + [shlex.quote(a) for a in sys.argv[1:]]),
-              "dataset": args.dataset, "image_size": args.image_size,
+    result = common.run_info("bench/input_pipeline.py")
+    result.update({"dataset": args.dataset, "image_size": args.image_size,
               "batch_size": args.batch_size,
-              "model": f"resnet{args.backbone_depth}_{args.stem}"}
+                   "model": f"resnet{args.backbone_depth}_{args.stem}"})
     views = pretrain_dataset(args, augment=True)
     result.update(pipeline_rates(args, views))
     model = build_model(args)

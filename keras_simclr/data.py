@@ -57,7 +57,6 @@ import concurrent.futures
 import dataclasses
 import difflib
 import functools
-import math
 import os
 import warnings
 

@@ -1,0 +1,281 @@
+"""Accuracy per CPU budget: pretrain CIFAR-10 for --minutes, then linear and kNN top-1 on val.
+
+1. Calibration: a short `apps.pretrain` run with the same flags (2 epochs of
+   --calibration_steps steps) measures the steady steps/s (its second epoch) and the fixed
+   cost of a run (start-up, data scan and decoding, graph compilation, saving).
+2. Pretraining: `python -m apps.pretrain --flagfile=FLAGFILE [pretrain flags] --dataset=...
+   --epochs=E --steps_per_epoch=S --model_dir=WORK/pretrain`, with E x S the number of steps
+   that fit in the budget after the fixed cost (less --margin), so that the warm-up + cosine
+   schedule ends when the budget does. S is at most one pass over the data; the recipe's
+   --warmup_epochs is rescaled to keep the same number of warm-up steps.
+3. Evaluation of the pretrained encoder and of a random-initialised one of the same
+   architecture (`evaluation.random_init_like`, as `apps.linear_eval --random_init`), each
+   on frozen features of the train split (extracted once per encoder, as `apps.linear_eval`
+   and `apps.knn_eval` extract them): linear top-1 in the fast feature mode
+   (`evaluation.linear_probe_on_features`) and weighted kNN top-1 (k=200, T=0.1), on the
+   --eval_split (val: only val may guide the choice of a recipe).
+
+Flags this script does not know are passed to `apps.pretrain` after the flagfile, so a
+recipe can be varied from the command line. Prints progress, a JSON line with `--json`,
+and appends a row to bench/RESULTS.md (`--results=` to skip). The pretraining wall time
+reported is that of the whole `apps.pretrain` process; the calibration is reported apart.
+
+    python bench/accuracy.py --minutes=30 --json
+    python bench/accuracy.py --minutes=60 --flagfile=apps/configs/cifar10_cpu.cfg --temperature=0.3
+"""
+import argparse
+import datetime
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from bench import common  # noqa: E402
+
+REPO = os.path.dirname(common.BENCH_DIR)
+SECTION = "## Accuracy per CPU budget (bench/accuracy.py)"
+HEADER = ("| date | CPU | cores | command | recipe | budget min | pretraining min "
+          "| steps (epochs x steps) | views/s | linear top-1 | kNN top-1 "
+          "| random-init linear | random-init kNN |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+# Flags of apps.pretrain that this script sets itself.
+OWN_PRETRAIN_FLAGS = ("dataset", "train_split", "epochs", "steps_per_epoch", "model_dir",
+                      "verbose", "flagfile")
+RECIPE_FLAGS = ("backbone", "stem", "width_multiplier", "image_size", "head_depth", "proj_dim",
+                "batch_size", "temperature", "optimizer", "learning_rate", "lr_scaling",
+                "warmup_epochs", "weight_decay", "momentum", "jitter_strength", "blur_prob",
+                "solarize_prob", "augment_in", "probe")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], allow_abbrev=False,
+        epilog="Other --flags are passed to apps.pretrain (after the flagfile).")
+    parser.add_argument("--minutes", type=float, default=30.0,
+                        help="wall-clock budget of the pretraining process")
+    parser.add_argument("--flagfile", default=os.path.join("apps", "configs", "cifar10_cpu.cfg"),
+                        help="apps.pretrain preset (relative to the repository root)")
+    parser.add_argument("--dataset", default=common.CIFAR10_FOLDER)
+    parser.add_argument("--train_split", default="train")
+    parser.add_argument("--eval_split", default="val")
+    parser.add_argument("--calibration_steps", type=int, default=20,
+                        help="steps per epoch of the 2-epoch calibration run")
+    parser.add_argument("--total_steps", type=int, default=0,
+                        help="pretraining steps; skips the calibration (0: from the budget)")
+    parser.add_argument("--margin", type=float, default=0.02,
+                        help="fraction of the budget left for per-epoch checkpoints and noise")
+    parser.add_argument("--k", type=int, default=200, help="kNN neighbours")
+    parser.add_argument("--knn_temperature", type=float, default=0.1)
+    parser.add_argument("--regularization", type=float, default=1e-4,
+                        help="L2 strength of the linear probe (apps.linear_eval's default)")
+    parser.add_argument("--eval_batch_size", type=int, default=256)
+    parser.add_argument("--random_init_seed", type=int, default=0,
+                        help="seed of the random-initialised encoder")
+    parser.add_argument("--work_dir", default=None,
+                        help="new directory for the runs (default: runs/bench_accuracy/TIME)")
+    parser.add_argument("--json", action="store_true", help="print one JSON line")
+    parser.add_argument("--results", default=common.RESULTS,
+                        help="Markdown file to append a row to ('' to skip)")
+    args, pretrain_flags = parser.parse_known_args(argv)
+    for flag in pretrain_flags:
+        name = flag.lstrip("-").split("=", 1)[0]
+        if not flag.startswith("--") or name in OWN_PRETRAIN_FLAGS:
+            parser.error(f"{flag}: set by this script, or not a --flag=value for apps.pretrain")
+    args.pretrain_flags = pretrain_flags
+    args.flagfile = os.path.join(REPO, args.flagfile)
+    if not os.path.isfile(args.flagfile):
+        parser.error(f"--flagfile {args.flagfile} does not exist")
+    if args.work_dir is None:
+        args.work_dir = os.path.join(REPO, "runs", "bench_accuracy",
+                                     datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    if os.path.isdir(args.work_dir) and os.listdir(args.work_dir):
+        parser.error(f"--work_dir {args.work_dir} is not empty (apps.pretrain would resume)")
+    return args
+
+
+def say(message):
+    print(f"[accuracy {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def resolve_recipe(args):
+    """The apps.pretrain flag values of the run, parsed by absl as the app parses them."""
+    from absl import flags
+
+    from apps import pretrain  # noqa: F401  (defines the flags)
+
+    argv = ["pretrain", "--model_dir=unused", f"--flagfile={args.flagfile}",
+            *args.pretrain_flags, f"--dataset={args.dataset}",
+            f"--train_split={args.train_split}"]
+    try:
+        flags.FLAGS(argv)
+    except flags.Error as error:
+        raise SystemExit(f"error: apps.pretrain flags: {error}")
+    return flags.FLAGS
+
+
+def run_pretrain(args, model_dir, epochs, steps_per_epoch, extra=()):
+    """Run apps.pretrain to completion; (wall seconds of the process, its summary.json)."""
+    command = [sys.executable, "-m", "apps.pretrain", f"--flagfile={args.flagfile}",
+               *args.pretrain_flags, *extra, f"--dataset={args.dataset}",
+               f"--train_split={args.train_split}", f"--epochs={epochs}",
+               f"--steps_per_epoch={steps_per_epoch}", f"--model_dir={model_dir}",
+               "--verbose=2"]
+    log_path = model_dir + ".log"
+    say(" ".join(command[1:]) + f"  (log: {log_path})")
+    start = time.perf_counter()
+    with open(log_path, "w") as log:
+        status = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
+    wall = time.perf_counter() - start
+    if status != 0:
+        with open(log_path) as log:
+            tail = "".join(log.readlines()[-10:])
+        raise SystemExit(f"error: apps.pretrain exited with status {status}; end of "
+                         f"{log_path}:\n{tail}")
+    with open(os.path.join(model_dir, "summary.json")) as f:
+        return wall, json.load(f)
+
+
+def calibrate(args, recipe, full_steps):
+    """Steady steps/s and the fixed cost (s) of an apps.pretrain run with these flags."""
+    steps = min(args.calibration_steps, full_steps)
+    model_dir = os.path.join(args.work_dir, "calibration")
+    wall, summary = run_pretrain(args, model_dir, 2, steps)
+    shutil.rmtree(model_dir, ignore_errors=True)
+    steps_per_s = summary["views_per_s"] / (2 * recipe.batch_size)  # its second epoch
+    overhead = wall - 2 * steps / steps_per_s
+    say(f"calibration: {steps_per_s:.3f} steps/s, fixed cost {overhead:.0f} s "
+        f"({wall:.0f} s for 2 x {steps} steps)")
+    return {"steps": 2 * steps, "wall_s": wall, "steps_per_s": steps_per_s,
+            "views_per_s": summary["views_per_s"], "overhead_s": overhead}
+
+
+def plan(args, recipe, full_steps, calibration):
+    """Epochs, steps per epoch and warm-up epochs for the budget."""
+    if args.total_steps:
+        total = args.total_steps
+    else:
+        usable = args.minutes * 60 * (1 - args.margin) - calibration["overhead_s"]
+        total = int(usable * calibration["steps_per_s"])
+        if total < 1:
+            say(f"warning: a {args.minutes:g}-minute budget does not cover the fixed cost "
+                f"of {calibration['overhead_s']:.0f} s; running one step")
+            total = 1
+    epochs = math.ceil(total / full_steps)
+    steps_per_epoch = total // epochs
+    warmup_steps = round(recipe.warmup_epochs * full_steps)
+    return {"total_steps": epochs * steps_per_epoch, "epochs": epochs,
+            "steps_per_epoch": steps_per_epoch, "warmup_steps": warmup_steps,
+            "warmup_epochs": min(epochs, warmup_steps / steps_per_epoch)}
+
+
+def evaluate(args, model_dir, recipe):
+    """Linear (feature mode) and kNN top-1/top-5 of the pretrained and random-init encoders."""
+    from apps import common as app_common
+    from keras_simclr import evaluation
+
+    model = app_common.load_pretrained(model_dir)
+    image_size = app_common.image_size_of(model_dir, model)
+    results = {}
+    random_init = evaluation.random_init_like(model.encoder, args.random_init_seed)
+    for name, encoder in (("pretrained", model.encoder), ("random_init", random_init)):
+        start = time.perf_counter()
+        train_x, train_y, eval_x, eval_y = (
+            array for split in (args.train_split, args.eval_split)
+            for array in app_common.frozen_features(encoder, args.dataset, split, image_size,
+                                                    args.eval_batch_size))
+        linear = evaluation.linear_probe_on_features(train_x, train_y, eval_x, eval_y,
+                                                     regularization=args.regularization)
+        knn = evaluation.knn_accuracy(train_x, train_y, eval_x, eval_y, args.k,
+                                      args.knn_temperature)
+        results[name] = {"linear_top1": linear["top1"], "linear_top5": linear["top5"],
+                         "knn_top1": knn["top1"], "knn_top5": knn["top5"],
+                         "num_train": linear["num_train"], "num_eval": linear["num_eval"],
+                         "seconds": time.perf_counter() - start}
+        say(f"{name}: linear top-1 {100 * linear['top1']:.2f}%, kNN top-1 "
+            f"{100 * knn['top1']:.2f}% on {args.eval_split} "
+            f"({results[name]['seconds']:.0f} s)")
+    return results
+
+
+def recipe_cell(result):
+    r = result["recipe"]
+    return (f"{os.path.basename(result['flagfile'])}"
+            f"{' ' + ' '.join(result['pretrain_flags']) if result['pretrain_flags'] else ''}: "
+            f"{r['backbone']} {r['stem']} stem x{r['width_multiplier']:g}, {r['image_size']} px, "
+            f"batch {r['batch_size']}, T {r['temperature']:g}, {r['optimizer']} lr "
+            f"{r['learning_rate']:g} ({r['lr_scaling']}), wd {r['weight_decay']:g}, "
+            f"jitter {r['jitter_strength']:g}")
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.eval_split == "test":
+        say("warning: evaluating on the test split; only val may guide the choice of a recipe")
+    result = common.run_info("bench/accuracy.py")
+    recipe = resolve_recipe(args)
+    from keras_simclr import data
+
+    info = data.describe(args.dataset, recipe.data_dir)
+    for split in (args.train_split, args.eval_split):
+        info.num_examples(split)  # a clear error naming the splits that exist
+    full_steps = info.num_examples(args.train_split) // recipe.batch_size
+    if full_steps < 1:
+        raise SystemExit(f"error: batch {recipe.batch_size} is larger than the "
+                         f"{args.train_split} split")
+    os.makedirs(args.work_dir, exist_ok=True)
+    result.update(minutes=args.minutes, flagfile=os.path.relpath(args.flagfile, REPO),
+                  pretrain_flags=args.pretrain_flags, dataset=args.dataset,
+                  train_split=args.train_split, eval_split=args.eval_split,
+                  recipe={name: recipe[name].value for name in RECIPE_FLAGS},
+                  work_dir=args.work_dir)
+
+    result["calibration"] = None if args.total_steps else calibrate(args, recipe, full_steps)
+    result["plan"] = plan(args, recipe, full_steps, result["calibration"])
+    p = result["plan"]
+    say(f"pretraining {p['total_steps']} steps = {p['epochs']} epochs x "
+        f"{p['steps_per_epoch']} (a full pass is {full_steps}), warm-up {p['warmup_steps']} "
+        f"steps, for a {args.minutes:g}-minute budget")
+    model_dir = os.path.join(args.work_dir, "pretrain")
+    wall, summary = run_pretrain(args, model_dir, p["epochs"], p["steps_per_epoch"],
+                                 [f"--warmup_epochs={p['warmup_epochs']!r}"])
+    result.update(pretrain_wall_s=wall, over_budget_s=wall - 60 * args.minutes,
+                  pretrain_summary=summary)
+    say(f"pretraining took {wall / 60:.1f} min ({wall - 60 * args.minutes:+.0f} s against the "
+        f"budget), {summary.get('views_per_s') or 0:.0f} views/s")
+
+    start = time.perf_counter()
+    evaluations = evaluate(args, model_dir, recipe)
+    result["eval_s"] = time.perf_counter() - start
+    result["evaluations"] = evaluations
+    for name, prefix in (("pretrained", ""), ("random_init", "random_")):
+        result[prefix + "linear_top1"] = evaluations[name]["linear_top1"]
+        result[prefix + "knn_top1"] = evaluations[name]["knn_top1"]
+
+    print(f"{args.minutes:g}-minute budget, pretraining {wall / 60:.1f} min: linear top-1 "
+          f"{100 * result['linear_top1']:.2f}% (random-init "
+          f"{100 * result['random_linear_top1']:.2f}%), "
+          f"kNN top-1 {100 * result['knn_top1']:.2f}% (random-init "
+          f"{100 * result['random_knn_top1']:.2f}%) on {args.eval_split}")
+    if args.json:
+        print(json.dumps(result))
+    if args.results:
+        common.append_row(args.results, SECTION, HEADER, [
+            result["date"], result["cpu"], str(result["cores"]), f"`{result['command']}`",
+            recipe_cell(result), f"{args.minutes:g}",
+            f"{wall / 60:.1f}" + (f" (+{result['calibration']['wall_s'] / 60:.1f} calibration)"
+                                   if result["calibration"] else ""),
+            f"{p['total_steps']} ({p['epochs']} x {p['steps_per_epoch']})",
+            f"{summary.get('views_per_s') or 0:.0f}",
+            f"{100 * result['linear_top1']:.2f}%", f"{100 * result['knn_top1']:.2f}%",
+            f"{100 * result['random_linear_top1']:.2f}%",
+            f"{100 * result['random_knn_top1']:.2f}%"])
+    return result
+
+
+if __name__ == "__main__":
+    main()

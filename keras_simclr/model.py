@@ -21,13 +21,14 @@ import tensorflow as tf
 
 from keras_simclr import losses
 from keras_simclr.augment import SimCLRAugment, to_float_images
+from keras_simclr.distribute import DistributedFitMixin, step_logs
 from keras_simclr.heads import ProjectionHead
 
 VIEW_KEYS = ("view_1", "view_2")
 
 
 @keras.saving.register_keras_serializable(package="keras_simclr")
-class SimCLR(keras.Model):
+class SimCLR(DistributedFitMixin, keras.Model):
     """Contrastive pretraining of `encoder` through `head`; see the module docstring.
 
     Args:
@@ -90,6 +91,8 @@ class SimCLR(keras.Model):
         return metrics
 
     def call(self, images, training=False):
+        if isinstance(images, dict):  # the views input (Keras builds with it under a strategy)
+            images = images[VIEW_KEYS[0]]
         return self.encoder(to_float_images(images), training=training)
 
     def _views(self, x):
@@ -163,7 +166,7 @@ class SimCLR(keras.Model):
         if use_probe:
             self.probe_loss_tracker.update_state(probe_loss)
             self.probe_accuracy.update_state(y_true, probe_logits, sample_weight=mask)
-        return {m.name: m.result() for m in self.metrics}
+        return step_logs({m.name: m.result() for m in self.metrics})
 
     def test_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -178,7 +181,7 @@ class SimCLR(keras.Model):
             probe_loss, probe_logits, y_true, mask = self._probe_loss(h, y)
             self.probe_loss_tracker.update_state(probe_loss)
             self.probe_accuracy.update_state(y_true, probe_logits, sample_weight=mask)
-        return {m.name: m.result() for m in self.metrics if m is not self.lr_tracker}
+        return step_logs({m.name: m.result() for m in self.metrics if m is not self.lr_tracker})
 
     def get_config(self):
         config = super().get_config()

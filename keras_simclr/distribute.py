@@ -1,0 +1,497 @@
+"""Distribution strategies for SimCLR: one device, several GPUs or CPUs, several machines, TPU.
+
+SimCLR needs the global batch: `SimCLR.train_step` all-gathers the projections of every
+replica (negatives span the global batch), differentiates `loss / num_replicas_in_sync`
+(Keras sums the replicas' gradients), and every BatchNormalization layer must be
+synchronized (`synchronized_bn=True` in the encoder and the head) for N replicas to train
+as one device on the same global batch (tests/test_distribute.py: 1, 2 and 4 replicas
+agree to about 1e-5). This module picks the strategy and the per-process settings:
+
+    from keras_simclr import distribute
+    strategy = distribute.make_strategy(FLAGS.strategy, cpu_replicas=FLAGS.cpu_replicas)
+    distribute.per_replica_batch_size(FLAGS.batch_size, strategy)   # or a ValueError
+    global_bn = distribute.resolve_global_bn(FLAGS.global_bn, strategy)  # None: auto
+    with strategy.scope():
+        model = SimCLR(resnet(..., synchronized_bn=global_bn),
+                       ProjectionHead(synchronized_bn=global_bn), augmenter=...)
+        model.compile(optimizer=...)
+    dataset = strategy.distribute_datasets_from_function(
+        lambda ctx: data.pretrain_dataset(..., global_batch_size=FLAGS.batch_size,
+                                          input_context=ctx))
+    model.fit(dataset, callbacks=[
+        distribute.BackupAndRestore(os.path.join(model_dir, "backup"), strategy),
+        keras.callbacks.ModelCheckpoint(
+            distribute.write_path(os.path.join(model_dir, "ckpt.weights.h5"), strategy),
+            save_weights_only=True),
+    ])
+
+Strategy names (`STRATEGIES`):
+- `auto`: mirrored over all GPUs when there are several, mirrored over `cpu_replicas`
+  logical CPUs when `cpu_replicas > 1`, else the default strategy;
+- `default`: no distribution (TensorFlow's default strategy);
+- `one_device`: everything on the first GPU, or the CPU;
+- `mirrored`: `MirroredStrategy` over all GPUs (or `cpu_replicas` logical CPUs);
+- `multi_worker`: `MultiWorkerMirroredStrategy`, cluster and task from `TF_CONFIG`
+  (one replica per CPU worker, one per GPU on GPU workers);
+- `tpu`: `TPUStrategy` on the TPU found by `TPUClusterResolver` (`tpu_address`).
+
+Logical CPUs (`configure_cpu_replicas`) must be set before TensorFlow initialises its
+devices, that is before any tensor, model or strategy exists: call `make_strategy` first.
+`MultiWorkerMirroredStrategy` must also be created at program start.
+
+Multi-worker: every worker runs the same program with its own `TF_CONFIG`; the input is
+sharded per worker by `distribute_datasets_from_function` (each worker's `input_context`);
+all workers call the save functions (saving is symmetric) but only the chief writes under
+the model directory, the others to a temporary directory (`write_path`), as the Keras
+multi-worker tutorial does. `BackupAndRestore` resumes all workers from the chief's backup
+after a restart; its directory must be on a filesystem every worker reads (NFS, GCS). When
+a worker dies, the others fail with `UnavailableError` in their next collective (after
+TensorFlow's heartbeat timeout, about 10-15 s); restart them all.
+
+Keras 3.15's `fit` does not work under `MultiWorkerMirroredStrategy` as it is (it
+all-reduces a nested first batch and reduces scalar step logs along axis 0); models
+inherit `DistributedFitMixin` and return `step_logs(...)` from their own steps.
+"""
+import atexit
+import json
+import os
+import re
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
+
+
+# ----------------------------------------------------------------------------------------
+# Devices and strategies
+
+
+def configure_cpu_replicas(n):
+    """Split the (first) physical CPU into `n` logical devices; returns their names.
+
+    Must run before TensorFlow initialises its devices (before any tensor, model or
+    strategy is created); raises RuntimeError otherwise, unless the CPU is already split
+    into at least `n` devices (then all of them are returned; use the first `n`).
+    `n <= 1` leaves the CPU as it is.
+    """
+    n = int(n)
+    if n < 0:
+        raise ValueError(f"cpu_replicas must be >= 0, got {n}")
+    cpus = tf.config.list_physical_devices("CPU")
+    if n <= 1:
+        return [d.name for d in tf.config.list_logical_devices("CPU")]
+    current = tf.config.get_logical_device_configuration(cpus[0])
+    if current is not None and len(current) >= n:
+        return [d.name for d in tf.config.list_logical_devices("CPU")]
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(n)]
+        )
+    except RuntimeError as e:
+        have = len(tf.config.list_logical_devices("CPU"))
+        raise RuntimeError(
+            f"cannot split the CPU into {n} logical devices: TensorFlow has already "
+            f"initialised its devices ({have} logical CPU). Call "
+            "keras_simclr.distribute.configure_cpu_replicas (or make_strategy with "
+            "cpu_replicas) at program start, before any tensor, model, dataset or "
+            "strategy is created."
+        ) from e
+    return [d.name for d in tf.config.list_logical_devices("CPU")]
+
+
+def make_strategy(name="auto", cpu_replicas=0, tpu_address=None):
+    """The `tf.distribute.Strategy` called `name` (one of `STRATEGIES`); logs what it got.
+
+    Args:
+        name: strategy name; see the module docstring.
+        cpu_replicas: with `auto` or `mirrored`, split the CPU into this many logical
+            devices and mirror over them (when there is no GPU), so the multi-replica
+            path runs on a CPU-only machine. 0 or 1: no split.
+        tpu_address: `tpu` only: the TPU name or `grpc://` address ("" or None: the
+            TPU of this VM / the one `TPU_NAME` names).
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; choose one of {STRATEGIES}")
+    cpu_replicas = int(cpu_replicas or 0)
+    if cpu_replicas < 0:
+        raise ValueError(f"cpu_replicas must be >= 0, got {cpu_replicas}")
+    if cpu_replicas > 1 and name not in ("auto", "mirrored"):
+        raise ValueError(
+            f"cpu_replicas={cpu_replicas} only applies to --strategy=mirrored or auto, "
+            f"not {name!r}"
+            + (" (a CPU worker always has one replica)" if name == "multi_worker" else "")
+        )
+    if name == "auto":
+        if os.environ.get("TF_CONFIG"):
+            logging.warning(
+                "TF_CONFIG is set but strategy 'auto' trains on this machine only; "
+                "pass strategy 'multi_worker' to train with the cluster"
+            )
+        if len(tf.config.list_physical_devices("GPU")) > 1:
+            strategy = tf.distribute.MirroredStrategy()
+        else:
+            strategy = _cpu_replicas_or(cpu_replicas, tf.distribute.get_strategy)
+    elif name == "default":
+        strategy = tf.distribute.get_strategy()
+    elif name == "one_device":
+        gpus = tf.config.list_logical_devices("GPU")
+        strategy = tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    elif name == "mirrored":
+        strategy = _cpu_replicas_or(cpu_replicas, tf.distribute.MirroredStrategy)
+    elif name == "multi_worker":
+        parse_tf_config()  # clear error before TensorFlow's own
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    else:
+        strategy = _tpu_strategy(tpu_address)
+    logging.info("%s", describe(strategy))
+    return strategy
+
+
+def _cpu_replicas_or(cpu_replicas, make_strategy):
+    """Mirrored over `cpu_replicas` logical CPUs when asked and there is no GPU, else
+    `make_strategy()`."""
+    if cpu_replicas > 1:
+        if not tf.config.list_physical_devices("GPU"):
+            devices = configure_cpu_replicas(cpu_replicas)
+            return tf.distribute.MirroredStrategy(devices=devices[:cpu_replicas])
+        logging.warning("cpu_replicas=%d ignored: this machine has a GPU", cpu_replicas)
+    return make_strategy()
+
+
+def _tpu_strategy(tpu_address):
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address or "")
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as e:
+        where = f"at {tpu_address!r}" if tpu_address else "on this machine (TPU_NAME unset)"
+        raise RuntimeError(
+            f"strategy 'tpu': no TPU found {where}: {str(e).rstrip('.')}. Run on a TPU VM, "
+            "or pass the TPU "
+            "name/grpc address, or choose another strategy."
+        ) from e
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def parse_tf_config(environ=None):
+    """The `TF_CONFIG` of a multi-worker run as a dict; ValueError when missing or invalid.
+
+    Expected: `{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker",
+    "index": i}}` (a `chief` job may be listed too).
+    """
+    environ = os.environ if environ is None else environ
+    raw = environ.get("TF_CONFIG")
+    example = (
+        'e.g. TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+        '"task": {"type": "worker", "index": 0}}\''
+    )
+    if not raw:
+        raise ValueError(
+            "strategy 'multi_worker' needs the TF_CONFIG environment variable describing "
+            f"the cluster and this worker's task, {example}"
+        )
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({e}): {raw!r}; {example}") from e
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    task = config.get("task") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not cluster:
+        raise ValueError(f"TF_CONFIG has no 'cluster' mapping job names to addresses; {example}")
+    if not isinstance(task, dict) or "type" not in task or "index" not in task:
+        raise ValueError(f"TF_CONFIG has no 'task' with 'type' and 'index'; {example}")
+    jobs = set(cluster) - {"ps", "evaluator"}
+    if not jobs <= {"chief", "worker"}:
+        raise ValueError(
+            f"TF_CONFIG cluster jobs {sorted(cluster)}: multi_worker takes 'worker' (and "
+            "optionally one 'chief')"
+        )
+    for job, addresses in cluster.items():
+        if not isinstance(addresses, list) or not all(
+            isinstance(a, str) and re.fullmatch(r"\S+:\d+", a) for a in addresses
+        ):
+            raise ValueError(
+                f"TF_CONFIG cluster[{job!r}] must be a list of 'host:port', got {addresses!r}"
+            )
+    kind, index = task["type"], task["index"]
+    if kind not in cluster or not isinstance(index, int) or not 0 <= index < len(cluster[kind]):
+        raise ValueError(
+            f"TF_CONFIG task {task!r} is not in the cluster {cluster!r}"
+        )
+    return config
+
+
+def _strategy_name(strategy):
+    for cls, name in ((tf.distribute.MultiWorkerMirroredStrategy, "MultiWorkerMirroredStrategy"),
+                      (tf.distribute.MirroredStrategy, "MirroredStrategy"),
+                      (tf.distribute.OneDeviceStrategy, "OneDeviceStrategy"),
+                      (tf.distribute.TPUStrategy, "TPUStrategy")):
+        if isinstance(strategy, cls):
+            return name
+    if not tf.distribute.has_strategy() and strategy is tf.distribute.get_strategy():
+        return "the default strategy (no distribution)"
+    return type(strategy).__name__
+
+
+def describe(strategy):
+    """One line naming the strategy, its replica count and devices (what gets logged)."""
+    try:
+        devices = tuple(strategy.extended.worker_devices)
+    except (RuntimeError, NotImplementedError):  # the default strategy has none
+        devices = ()
+    text = (
+        f"distribution strategy {_strategy_name(strategy)} with "
+        f"{strategy.num_replicas_in_sync} replica(s) in sync"
+    )
+    if _is_multi_worker(strategy):
+        kind, index = task_id(strategy)
+        text += f"; this is {kind} {index}{' (chief)' if is_chief(strategy) else ''}"
+        text += f" with local device(s) {', '.join(devices)}"
+    elif devices:
+        text += f" on {', '.join(devices)}"
+    return text
+
+
+def _is_multi_worker(strategy):
+    """True for a MultiWorkerMirroredStrategy whose cluster has more than one worker."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    in_multi_worker_mode = getattr(strategy.extended, "_in_multi_worker_mode", None)
+    if in_multi_worker_mode is not None:  # what Keras itself tests
+        return bool(in_multi_worker_mode())
+    resolver = strategy.cluster_resolver
+    spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    return len(spec.get("worker", [])) + len(spec.get("chief", [])) > 1
+
+
+# ----------------------------------------------------------------------------------------
+# Batch size and BatchNormalization
+
+
+def num_replicas(strategy=None):
+    """Replicas in sync of `strategy` (default: the current strategy); an int is returned."""
+    if isinstance(strategy, int):
+        return strategy
+    strategy = strategy or tf.distribute.get_strategy()
+    return int(strategy.num_replicas_in_sync)
+
+
+def per_replica_batch_size(global_batch_size, strategy=None):
+    """The batch each replica gets; ValueError unless it divides the global batch evenly.
+
+    `strategy` may be a strategy or a replica count. SimCLR's loss and synchronized BN
+    equal one device's only when every replica has the same local batch.
+    """
+    replicas = num_replicas(strategy)
+    global_batch_size = int(global_batch_size)
+    if global_batch_size < 1:
+        raise ValueError(f"global batch size must be positive, got {global_batch_size}")
+    if global_batch_size % replicas:
+        below = global_batch_size - global_batch_size % replicas
+        suggestion = f"{below} or {below + replicas}" if below else f"{replicas}"
+        raise ValueError(
+            f"global batch size {global_batch_size} is not divisible by the {replicas} "
+            f"replicas in sync; use a multiple of {replicas} (e.g. {suggestion})"
+        )
+    return global_batch_size // replicas
+
+
+def resolve_global_bn(global_bn=None, strategy=None):
+    """Whether BatchNormalization is synchronized across replicas (SimCLR's global BN).
+
+    `global_bn=None` (the default of `--global_bn`): on with more than one replica in
+    sync, off otherwise (there it changes nothing). An explicit True/False is kept; False
+    with several replicas is logged, because then each replica normalises its own slice
+    and the run no longer matches one device (information can also leak through local
+    batch statistics, which global BN exists to prevent).
+    """
+    replicas = num_replicas(strategy)
+    if global_bn is None:
+        return replicas > 1
+    global_bn = bool(global_bn)
+    if not global_bn and replicas > 1:
+        logging.warning(
+            "global_bn is off with %d replicas: BatchNormalization uses per-replica "
+            "statistics", replicas
+        )
+    return global_bn
+
+
+# ----------------------------------------------------------------------------------------
+# Chief-only writing and backup/restore
+
+
+def is_chief(strategy=None):
+    """True where checkpoints and summaries are written: everywhere except non-chief
+    workers of a multi-worker run."""
+    strategy = strategy or tf.distribute.get_strategy()
+    try:
+        return bool(strategy.extended.should_checkpoint)
+    except NotImplementedError:
+        return True
+
+
+def task_id(strategy=None):
+    """(task type, task index) of this worker; ("worker", 0) outside multi-worker runs."""
+    strategy = strategy or tf.distribute.get_strategy()
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return "worker", 0
+    return str(resolver.task_type), int(resolver.task_id or 0)
+
+
+_worker_temp_root = None
+
+
+def write_path(path, strategy=None):
+    """Where this process writes `path` (a file or directory): `path` itself on the
+    chief, a private temporary copy of it on other workers (removed at exit).
+
+    Every worker should still call the save: saving can read distributed variables, and
+    the Keras multi-worker recipe saves everywhere, keeping the chief's copy only.
+    """
+    if is_chief(strategy):
+        return path
+    global _worker_temp_root
+    if _worker_temp_root is None:
+        kind, index = task_id(strategy)
+        _worker_temp_root = tempfile.mkdtemp(prefix=f"keras_simclr_{kind}{index}_")
+        atexit.register(shutil.rmtree, _worker_temp_root, ignore_errors=True)
+    relative = os.path.abspath(path).lstrip(os.sep) or "root"
+    target = os.path.join(_worker_temp_root, relative)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    return target
+
+
+def check_same_on_all_workers(value, strategy=None, what="value", hint=""):
+    """Raise RuntimeError unless every worker passes the same integer `value`.
+
+    For values that decide how much work follows (the epoch to resume from): workers
+    that disagree would otherwise wait for each other forever. One all-reduce, so every
+    worker must call it; does nothing outside multi-worker runs.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    if not _is_multi_worker(strategy):
+        return
+    value = int(value)
+    local = tf.constant([value, value * value], tf.int64)
+    total = strategy.reduce(
+        tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(local)), axis=None
+    ).numpy()
+    n = strategy.num_replicas_in_sync
+    # n * sum(v^2) == sum(v)^2 exactly when all the values are equal
+    if n * int(total[1]) != int(total[0]) ** 2:
+        kind, index = task_id(strategy)
+        raise RuntimeError(
+            f"workers disagree on {what}: {kind} {index} has {value}, the mean over "
+            f"workers is {int(total[0]) / n:g}" + (f"; {hint}" if hint else "")
+        )
+
+
+class BackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`keras.callbacks.BackupAndRestore` for multi-worker runs.
+
+    Keras 3's callback has every worker write (and delete) the same files. Here the
+    chief writes `backup_dir`, other workers write to `write_path(backup_dir)`, and all
+    workers restore from `backup_dir`, which must therefore be readable by every worker
+    (a shared filesystem). After restoring, the workers check (one all-reduce) that they
+    resume from the same epoch, and fail clearly instead of deadlocking when they do not.
+    With one worker this is exactly Keras' callback.
+    """
+
+    def __init__(self, backup_dir, strategy=None, **kwargs):
+        super().__init__(backup_dir, **kwargs)
+        self._strategy = strategy or tf.distribute.get_strategy()
+        self._read_dir = backup_dir
+        self._write_dir = write_path(backup_dir, self._strategy)
+
+    def _use_dir(self, directory):
+        self.backup_dir = directory
+        self._weights_path = os.path.join(directory, "latest.weights.h5")
+        self._training_metadata_path = os.path.join(directory, "training_metadata.json")
+        self._prev_weights_path = f"{self._weights_path}.bkp"
+        self._prev_training_metadata_path = f"{self._training_metadata_path}.bkp"
+
+    def on_train_begin(self, logs=None):
+        self._use_dir(self._read_dir)
+        super().on_train_begin(logs)
+        epoch = self.model._initial_epoch or 0
+        check_same_on_all_workers(
+            epoch, self._strategy, f"the epoch restored from {self._read_dir!r}",
+            hint="the backup directory must be on a filesystem that every worker reads",
+        )
+        if epoch:
+            logging.info("resumed from the backup in %s at epoch %d", self._read_dir, epoch)
+
+    def _save_model(self):
+        self._use_dir(self._write_dir)
+        try:
+            super()._save_model()
+        finally:
+            self._use_dir(self._read_dir)
+
+    def on_train_end(self, logs=None):
+        self._use_dir(self._write_dir)
+        try:
+            super().on_train_end(logs)
+        finally:
+            self._use_dir(self._read_dir)
+
+
+# ----------------------------------------------------------------------------------------
+# Keras 3 fit/evaluate under MultiWorkerMirroredStrategy
+
+
+def step_logs(logs):
+    """Return value of a `train_step`/`test_step` that Keras can reduce across workers.
+
+    With several workers, Keras 3.15 (TF backend) averages every step's logs with
+    `strategy.reduce("MEAN", value, axis=0)`, which fails on the scalars a step returns
+    ("Invalid reduction dimension 0 for input with 0 dimensions",
+    tensorflow/tensorflow#72388). Scalars are given shape [1] there, which that reduce
+    averages back to a scalar; elsewhere `logs` is returned unchanged.
+    """
+    strategy = tf.distribute.get_strategy()
+    if not _is_multi_worker(strategy):
+        return logs
+    return {
+        name: tf.reshape(value, [1]) if tf.is_tensor(value) and value.shape.rank == 0
+        else value
+        for name, value in logs.items()
+    }
+
+
+class DistributedFitMixin:
+    """Base class to put before `keras.Model` so `fit`/`evaluate` work under any strategy.
+
+    Under a distribution strategy Keras 3.15 (TF backend) builds the model before the
+    first step from a batch it all-reduces across replicas; with several workers that
+    all-reduce fails on nested batches (dicts, `(x, y)` tuples; keras-team/keras#20329),
+    and it costs an all-reduce of a whole batch anyway. Here the model is built from this
+    replica's share of the batch instead. Keras' own `train_step`/`test_step` outputs go
+    through `step_logs`; a subclass that overrides them should return `step_logs(logs)`.
+    """
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = getattr(self, "_distribute_strategy", None)
+        if strategy is None:  # no strategy: Keras builds at the first trace
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        if data_batch is None and iterator is not None:
+            for _, _, batches in iterator:
+                data_batch = next(batches)
+                break
+        data_batch = keras.tree.map_structure(
+            lambda value: strategy.experimental_local_results(value)[0], data_batch
+        )
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    def train_step(self, data):
+        return step_logs(super().train_step(data))
+
+    def test_step(self, data):
+        return step_logs(super().test_step(data))

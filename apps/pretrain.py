@@ -56,18 +56,13 @@ for _name in ("image_size", "batch_size", "epochs", "temperature", "head_depth",
 
 
 def build_model(info, global_bn, augment_in_model):
-    """A compiled SimCLR for the flags (call inside strategy.scope())."""
-    from keras_simclr import ProjectionHead, SimCLR, backbones
+    """An uncompiled SimCLR for the flags (call inside strategy.scope())."""
+    from keras_simclr import build_simclr
 
-    encoder = backbones.build_backbone(
-        FLAGS.backbone, stem=FLAGS.stem, width_multiplier=FLAGS.width_multiplier,
-        synchronized_bn=global_bn,
-    )
-    head = ProjectionHead(FLAGS.head_depth, output_dim=FLAGS.proj_dim, synchronized_bn=global_bn)
-    return SimCLR(
-        encoder, head,
+    return build_simclr(
+        FLAGS.backbone, FLAGS.stem, FLAGS.width_multiplier, FLAGS.head_depth, FLAGS.proj_dim,
+        FLAGS.temperature, synchronized_bn=global_bn,
         augmenter=make_augmenter() if augment_in_model else None,
-        temperature=FLAGS.temperature,
         probe_classes=info.num_classes if FLAGS.probe and info.num_classes > 1 else None,
     )
 
@@ -132,6 +127,8 @@ def main(argv):
     ).repeat()
 
     checkpoint, done_epochs = latest_checkpoint(checkpoint_dir)
+    distribute.check_same_on_all_workers(  # workers resuming from different epochs would hang
+        done_epochs, strategy, "resumed epoch", "give every worker the same shared --model_dir")
     with strategy.scope():
         if checkpoint:
             logging.info("resuming from %s (epoch %d)", checkpoint, done_epochs)
@@ -149,7 +146,8 @@ def main(argv):
     callbacks = [
         throughput,
         EpochCheckpoint(checkpoint_dir, keep=FLAGS.keep_checkpoints, is_chief=chief),
-        keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), update_freq="epoch"),
+        keras.callbacks.TensorBoard(distribute.write_path(os.path.join(model_dir, "logs"), strategy),
+                                    update_freq="epoch"),
     ]
     history = {}
     if done_epochs < FLAGS.epochs:

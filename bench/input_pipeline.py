@@ -30,8 +30,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from bench import common  # noqa: E402
-from keras_simclr import SimCLRAugment, SimCLR, data, optimizers  # noqa: E402
-from keras_simclr.backbones import resnet  # noqa: E402
+from keras_simclr import SimCLRAugment, build_simclr, data, optimizers  # noqa: E402
 
 SECTION = "## Input pipeline (bench/input_pipeline.py)"
 HEADER = ("| date | CPU | cores | command | pipeline views/s (cached) | first epoch views/s "
@@ -97,8 +96,7 @@ def pipeline_rates(args, ds):
 
 
 def build_model(args):
-    encoder = resnet(args.backbone_depth, stem=args.stem)
-    model = SimCLR(encoder, temperature=0.5)
+    model = build_simclr(f"resnet{args.backbone_depth}", args.stem)
     model.compile(optimizer=optimizers.build_optimizer("lars", 0.3, 1e-6))
     return model
 

@@ -92,7 +92,7 @@ def run_configuration(config):
     import numpy as np
     import tensorflow as tf
 
-    from keras_simclr import ProjectionHead, SimCLR, SimCLRAugment, backbones, optimizers
+    from keras_simclr import SimCLRAugment, build_simclr, optimizers
 
     batch, size = config["batch_size"], config["image_size"]
     keras.utils.set_random_seed(0)
@@ -105,10 +105,9 @@ def run_configuration(config):
         lambda x, y: ({"view_1": augmenter(x), "view_2": augmenter(x)}, y),
         num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
-    encoder = backbones.build_backbone(config["backbone"], stem=config["stem"],
-                                       width_multiplier=config["width_multiplier"])
-    model = SimCLR(encoder, ProjectionHead(config["head_depth"], output_dim=config["proj_dim"]),
-                   temperature=0.5, probe_classes=config["probe_classes"] or None)
+    model = build_simclr(config["backbone"], config["stem"], config["width_multiplier"],
+                         config["head_depth"], config["proj_dim"],
+                         probe_classes=config["probe_classes"] or None)
     schedule = optimizers.warmup_cosine_for(1.0, batch, "linear", 100, 100, 10)
     model.compile(optimizer=optimizers.build_optimizer("lars", schedule, 1e-4))
     built_gib = _max_rss_gib()

@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from bench import common  # noqa: E402
-from keras_simclr import ProjectionHead, SimCLR, SimCLRAugment, backbones, data, optimizers  # noqa: E402
+from keras_simclr import ProjectionHead, SimCLRAugment, backbones, build_simclr, data, optimizers  # noqa: E402
 
 SECTION = "## Pretraining throughput (bench/throughput.py)"
 HEADER = ("| date | CPU | cores | command | views/s end to end | train step views/s "
@@ -73,10 +73,8 @@ class StepTimes(keras.callbacks.Callback):
 
 
 def build_model(args, augment_in_model):
-    encoder = backbones.build_backbone(args.backbone, stem=args.stem,
-                                       width_multiplier=args.width_multiplier)
-    model = SimCLR(encoder, ProjectionHead(3),
-                   SimCLRAugment(args.image_size) if augment_in_model else None, temperature=0.5)
+    model = build_simclr(args.backbone, args.stem, args.width_multiplier,
+                         augmenter=SimCLRAugment(args.image_size) if augment_in_model else None)
     schedule = optimizers.warmup_cosine_for(1.0, args.batch_size, "linear", 100, 100, 10)
     model.compile(optimizer=optimizers.build_optimizer("lars", schedule, 1e-4))
     return model

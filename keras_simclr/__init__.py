@@ -5,10 +5,10 @@ from keras_simclr.augment import SimCLRAugment  # noqa: E402
 from keras_simclr.backbones import build_backbone, resnet  # noqa: E402
 from keras_simclr.classifier import LinearClassifier  # noqa: E402
 from keras_simclr.heads import ProjectionHead  # noqa: E402
-from keras_simclr.model import SimCLR  # noqa: E402
+from keras_simclr.model import SimCLR, build_simclr  # noqa: E402
 from keras_simclr.optimizers import LARS, WarmupCosine  # noqa: E402
 
 __all__ = [
     "LARS", "LinearClassifier", "ProjectionHead", "SimCLR", "SimCLRAugment", "WarmupCosine",
-    "augment", "backbones", "build_backbone", "heads", "losses", "optimizers", "resnet",
+    "augment", "backbones", "build_backbone", "build_simclr", "heads", "losses", "optimizers", "resnet",
 ]

@@ -19,8 +19,8 @@ without touching the encoder. Calling the model maps images to h.
 import keras
 import tensorflow as tf
 
-from keras_simclr import losses
-from keras_simclr.augment import SimCLRAugment, to_float_images
+from keras_simclr import backbones, losses
+from keras_simclr.augment import to_float_images
 from keras_simclr.distribute import DistributedFitMixin, step_logs
 from keras_simclr.heads import ProjectionHead
 
@@ -203,3 +203,16 @@ class SimCLR(DistributedFitMixin, keras.Model):
         return cls(**config)
 
 
+def build_simclr(backbone="resnet18", stem="imagenet", width_multiplier=1.0, head_depth=3,
+                 proj_dim=128, temperature=0.5, synchronized_bn=False, augmenter=None,
+                 probe_classes=None):
+    """An uncompiled SimCLR from a recipe's names and sizes (as apps.pretrain builds it).
+
+    Call inside `strategy.scope()` under tf.distribute; `synchronized_bn` applies to every
+    BN layer of encoder and head (global BN).
+    """
+    encoder = backbones.build_backbone(backbone, stem=stem, width_multiplier=width_multiplier,
+                                       synchronized_bn=synchronized_bn)
+    head = ProjectionHead(head_depth, output_dim=proj_dim, synchronized_bn=synchronized_bn)
+    return SimCLR(encoder, head, augmenter=augmenter, temperature=temperature,
+                  probe_classes=probe_classes)

@@ -167,8 +167,9 @@ def main(argv=None):
     if args.results:
         common.append_row(args.results, SECTION, HEADER, [
             result["date"], result["cpu"], str(result["cores"]), f"`{result['command']}`",
-            f"{result.get('views_per_s', 0):.0f}", f"{result['step_views_per_s']:.0f}",
-            f"{100 * result.get('end_to_end_over_step', 0):.0f}%",
+            f"{result['views_per_s']:.0f}" if "views_per_s" in result else "-",
+            f"{result['step_views_per_s']:.0f}",
+            f"{100 * result['end_to_end_over_step']:.0f}%" if "views_per_s" in result else "-",
             f"{result['gflops_per_s']:.1f}", f"{result['peak_gflops_per_s']:.1f}",
             f"{100 * result['utilization']:.0f}%"])
     return result

@@ -67,11 +67,11 @@ def build_model(info, global_bn, augment_in_model):
     )
 
 
-def make_augmenter(seed=None):
+def make_augmenter():
     from keras_simclr import SimCLRAugment
 
     return SimCLRAugment(FLAGS.image_size, jitter_strength=FLAGS.jitter_strength,
-                         blur_prob=FLAGS.blur_prob, solarize_prob=FLAGS.solarize_prob, seed=seed)
+                         blur_prob=FLAGS.blur_prob, solarize_prob=FLAGS.solarize_prob)
 
 
 def _cache_flag():

@@ -1,6 +1,6 @@
 """keras-simclr: SimCLR contrastive self-supervised learning in Keras 3."""
 from keras_simclr import _runtime  # noqa: F401  (must run before TensorFlow is imported)
-from keras_simclr import augment, backbones, heads, losses, optimizers  # noqa: E402
+from keras_simclr import augment, backbones, conv, heads, losses, optimizers  # noqa: E402
 from keras_simclr.augment import SimCLRAugment  # noqa: E402
 from keras_simclr.backbones import build_backbone, resnet  # noqa: E402
 from keras_simclr.classifier import LinearClassifier  # noqa: E402
@@ -10,5 +10,5 @@ from keras_simclr.optimizers import LARS, WarmupCosine  # noqa: E402
 
 __all__ = [
     "LARS", "LinearClassifier", "ProjectionHead", "SimCLR", "SimCLRAugment", "WarmupCosine",
-    "augment", "backbones", "build_backbone", "build_simclr", "heads", "losses", "optimizers", "resnet",
+    "augment", "backbones", "build_backbone", "conv", "build_simclr", "heads", "losses", "optimizers", "resnet",
 ]

@@ -76,6 +76,9 @@ def parse_args(argv):
     parser.add_argument("--eval_batch_size", type=int, default=256)
     parser.add_argument("--random_init_seed", type=int, default=0,
                         help="seed of the random-initialised encoder")
+    parser.add_argument("--skip_random_init", action="store_true",
+                        help="evaluate only the pretrained encoder (recipe sweeps of one "
+                             "architecture, whose random-init floor is already known)")
     parser.add_argument("--work_dir", default=None,
                         help="new directory for the runs (default: runs/bench_accuracy/TIME)")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
@@ -181,8 +184,11 @@ def evaluate(args, model_dir, recipe):
     model = app_common.load_pretrained(model_dir)
     image_size = app_common.image_size_of(model_dir, model)
     results = {}
-    random_init = evaluation.random_init_like(model.encoder, args.random_init_seed)
-    for name, encoder in (("pretrained", model.encoder), ("random_init", random_init)):
+    encoders = [("pretrained", model.encoder)]
+    if not args.skip_random_init:
+        encoders.append(("random_init", evaluation.random_init_like(model.encoder,
+                                                                    args.random_init_seed)))
+    for name, encoder in encoders:
         start = time.perf_counter()
         train_x, train_y, eval_x, eval_y = (
             array for split in (args.train_split, args.eval_split)
@@ -253,14 +259,16 @@ def main(argv=None):
     result["eval_s"] = time.perf_counter() - start
     result["evaluations"] = evaluations
     for name, prefix in (("pretrained", ""), ("random_init", "random_")):
-        result[prefix + "linear_top1"] = evaluations[name]["linear_top1"]
-        result[prefix + "knn_top1"] = evaluations[name]["knn_top1"]
+        for metric in ("linear_top1", "knn_top1"):
+            result[prefix + metric] = evaluations.get(name, {}).get(metric)
+
+    def percent(value):
+        return "-" if value is None else f"{100 * value:.2f}%"
 
     print(f"{args.minutes:g}-minute budget, pretraining {wall / 60:.1f} min: linear top-1 "
-          f"{100 * result['linear_top1']:.2f}% (random-init "
-          f"{100 * result['random_linear_top1']:.2f}%), "
-          f"kNN top-1 {100 * result['knn_top1']:.2f}% (random-init "
-          f"{100 * result['random_knn_top1']:.2f}%) on {args.eval_split}")
+          f"{percent(result['linear_top1'])} (random-init {percent(result['random_linear_top1'])}), "
+          f"kNN top-1 {percent(result['knn_top1'])} (random-init "
+          f"{percent(result['random_knn_top1'])}) on {args.eval_split}")
     if args.json:
         print(json.dumps(result))
     if args.results:
@@ -271,9 +279,8 @@ def main(argv=None):
                                    if result["calibration"] else ""),
             f"{p['total_steps']} ({p['epochs']} x {p['steps_per_epoch']})",
             f"{summary.get('views_per_s') or 0:.0f}",
-            f"{100 * result['linear_top1']:.2f}%", f"{100 * result['knn_top1']:.2f}%",
-            f"{100 * result['random_linear_top1']:.2f}%",
-            f"{100 * result['random_knn_top1']:.2f}%"])
+            percent(result["linear_top1"]), percent(result["knn_top1"]),
+            percent(result["random_linear_top1"]), percent(result["random_knn_top1"])])
     return result
 
 

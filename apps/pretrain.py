@@ -3,7 +3,10 @@
 Writes under --model_dir: `checkpoints/ckpt-EPOCH.keras` every epoch (the last few kept),
 TensorBoard logs in `logs/`, the final `model.keras`, `config.json` (the flags) and
 `summary.json` (loss, contrastive and probe accuracy, views/s, wall time). Rerun with the
-same --model_dir to resume from the last checkpoint (weights, optimizer state, schedule).
+same --model_dir to resume from the last checkpoint (weights, optimizer state and step).
+The learning-rate schedule always follows the flags, so rerunning with a larger --epochs
+extends the warm-up + cosine decay to the new length instead of training on at rate 0.
+A resumed run reshuffles with a seed offset by the epochs done, not replaying epoch 1's order.
 Defaults are the quick-start preset (`apps/configs/quickstart.cfg`).
 """
 import json
@@ -119,26 +122,27 @@ def main(argv):
     if chief:
         common.write_json(os.path.join(model_dir, common.CONFIG_FILE), config)
 
-    train_ds = data.pretrain_dataset(
-        dataset, FLAGS.train_split, image_size=FLAGS.image_size,
-        global_batch_size=FLAGS.batch_size, data_dir=FLAGS.data_dir, cache=_cache_flag(),
-        seed=FLAGS.seed, strict=FLAGS.strict,
-        augmenter=None if augment_in_model else make_augmenter(),
-    ).repeat()
-
     checkpoint, done_epochs = latest_checkpoint(checkpoint_dir)
     distribute.check_same_on_all_workers(  # workers resuming from different epochs would hang
         done_epochs, strategy, "resumed epoch", "give every worker the same shared --model_dir")
+    train_ds = data.pretrain_dataset(
+        dataset, FLAGS.train_split, image_size=FLAGS.image_size,
+        global_batch_size=FLAGS.batch_size, data_dir=FLAGS.data_dir, cache=_cache_flag(),
+        seed=FLAGS.seed + done_epochs, strict=FLAGS.strict,
+        augmenter=None if augment_in_model else make_augmenter(),
+    ).repeat()
+
     with strategy.scope():
+        schedule = optimizers.warmup_cosine_for(
+            FLAGS.learning_rate, FLAGS.batch_size, FLAGS.lr_scaling, FLAGS.epochs,
+            steps_per_epoch, min(FLAGS.warmup_epochs, FLAGS.epochs))
         if checkpoint:
             logging.info("resuming from %s (epoch %d)", checkpoint, done_epochs)
             model = common.load_model_file(checkpoint)
+            model.optimizer.learning_rate = schedule
         else:
             keras.utils.set_random_seed(FLAGS.seed)
             model = build_model(info, global_bn, augment_in_model)
-            schedule = optimizers.warmup_cosine_for(
-                FLAGS.learning_rate, FLAGS.batch_size, FLAGS.lr_scaling, FLAGS.epochs,
-                steps_per_epoch, min(FLAGS.warmup_epochs, FLAGS.epochs))
             model.compile(optimizer=optimizers.build_optimizer(
                 FLAGS.optimizer, schedule, FLAGS.weight_decay, momentum=FLAGS.momentum))
 

@@ -158,6 +158,20 @@ def test_resume_after_kill_minus_nine(tmp_path):
     assert int(final.optimizer.iterations) == 4 * (64 // 16)  # no step lost or repeated
 
 
+def test_resume_with_more_epochs_extends_the_schedule(tmp_path):
+    dataset = write_folder(str(tmp_path / "images"), {"train": 64, "test": 16})
+    model_dir = str(tmp_path / "run")
+    run_app("pretrain", f"--dataset={dataset}", f"--model_dir={model_dir}", "--epochs=2",
+            "--warmup_epochs=0", *TINY)
+    result = run_app("pretrain", f"--dataset={dataset}", f"--model_dir={model_dir}",
+                     "--epochs=4", "--warmup_epochs=0", *TINY)
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["resumed_from_epoch"] == 2
+    # Epoch 4 of a 4-epoch cosine: mean rate over its steps is positive, not the 2-epoch
+    # schedule's end (0) that the checkpoint's optimizer carried.
+    assert summary["learning_rate"] > 0.01 * 16 / 256
+
+
 @pytest.mark.parametrize("name,args,message", [
     ("pretrain", ["--dataset=no_such_dataset_xyz", "--model_dir={tmp}/r"], "no_such_dataset_xyz"),
     ("pretrain", ["--dataset=folder:{tmp}/missing", "--model_dir={tmp}/r"], "does not exist"),

@@ -208,6 +208,12 @@ def evaluate(args, model_dir, recipe):
     return results
 
 
+def budget_text(args):
+    if args.total_steps:
+        return f"a fixed {args.total_steps} steps (no time budget)"
+    return f"a {args.minutes:g}-minute budget"
+
+
 def recipe_cell(result):
     r = result["recipe"]
     return (f"{os.path.basename(result['flagfile'])}"
@@ -245,14 +251,15 @@ def main(argv=None):
     p = result["plan"]
     say(f"pretraining {p['total_steps']} steps = {p['epochs']} epochs x "
         f"{p['steps_per_epoch']} (a full pass is {full_steps}), warm-up {p['warmup_steps']} "
-        f"steps, for a {args.minutes:g}-minute budget")
+        f"steps, for {budget_text(args)}")
     model_dir = os.path.join(args.work_dir, "pretrain")
     wall, summary = run_pretrain(args, model_dir, p["epochs"], p["steps_per_epoch"],
                                  [f"--warmup_epochs={p['warmup_epochs']!r}"])
-    result.update(pretrain_wall_s=wall, over_budget_s=wall - 60 * args.minutes,
-                  pretrain_summary=summary)
-    say(f"pretraining took {wall / 60:.1f} min ({wall - 60 * args.minutes:+.0f} s against the "
-        f"budget), {summary.get('views_per_s') or 0:.0f} views/s")
+    result.update(pretrain_wall_s=wall, pretrain_summary=summary,
+                  over_budget_s=None if args.total_steps else wall - 60 * args.minutes)
+    say(f"pretraining took {wall / 60:.1f} min"
+        + ("" if args.total_steps else f" ({wall - 60 * args.minutes:+.0f} s against the budget)")
+        + f", {summary.get('views_per_s') or 0:.0f} views/s")
 
     start = time.perf_counter()
     evaluations = evaluate(args, model_dir, recipe)
@@ -265,7 +272,7 @@ def main(argv=None):
     def percent(value):
         return "-" if value is None else f"{100 * value:.2f}%"
 
-    print(f"{args.minutes:g}-minute budget, pretraining {wall / 60:.1f} min: linear top-1 "
+    print(f"{budget_text(args)}, pretraining {wall / 60:.1f} min: linear top-1 "
           f"{percent(result['linear_top1'])} (random-init {percent(result['random_linear_top1'])}), "
           f"kNN top-1 {percent(result['knn_top1'])} (random-init "
           f"{percent(result['random_knn_top1'])}) on {args.eval_split}")
@@ -274,7 +281,7 @@ def main(argv=None):
     if args.results:
         common.append_row(args.results, SECTION, HEADER, [
             result["date"], result["cpu"], str(result["cores"]), f"`{result['command']}`",
-            recipe_cell(result), f"{args.minutes:g}",
+            recipe_cell(result), "-" if args.total_steps else f"{args.minutes:g}",
             f"{wall / 60:.1f}" + (f" (+{result['calibration']['wall_s'] / 60:.1f} calibration)"
                                    if result["calibration"] else ""),
             f"{p['total_steps']} ({p['epochs']} x {p['steps_per_epoch']})",

@@ -48,9 +48,10 @@ can be passed to `strategy.distribute_datasets_from_function`:
         lambda ctx: pretrain_dataset("cifar10", "train", image_size=32,
                                      global_batch_size=512, input_context=ctx))
 
-With a `seed`, the same images come in the same order with the same views, epoch after
-epoch (the augmenter must be seeded too; it then runs sequentially on batches, because
-a stateful random generator called in parallel draws in a nondeterministic order).
+With a `seed`, the same images come in the same order; with a seeded augmenter, the same
+views too. A seeded augmenter runs sequentially on batches, because a stateful random
+generator called in parallel draws in a nondeterministic order; an unseeded one runs in
+parallel whatever the data seed.
 """
 import collections
 import concurrent.futures
@@ -163,7 +164,7 @@ def pretrain_dataset(dataset=DEFAULT_DATASET, split="train", *, image_size,
     if augmenter is not None:
         def two_views(images, labels):
             return {"view_1": augmenter(images), "view_2": augmenter(images)}, labels
-        ds = ds.map(two_views, num_parallel_calls=_augment_parallelism(seed))
+        ds = ds.map(two_views, num_parallel_calls=_augment_parallelism(augmenter))
     return ds.prefetch(_AUTOTUNE)
 
 
@@ -198,7 +199,7 @@ def classifier_dataset(dataset=DEFAULT_DATASET, split="train", *, image_size, ba
                           subset)
     ds = ds.batch(per_replica, drop_remainder=True)
     ds = ds.map(lambda images, labels: (crop_and_flip(images), labels),
-                num_parallel_calls=_augment_parallelism(seed))
+                num_parallel_calls=_augment_parallelism(crop_and_flip))
     return ds.prefetch(_AUTOTUNE)
 
 
@@ -238,8 +239,9 @@ def _batch_size(global_batch_size, input_context):
     return input_context.get_per_replica_batch_size(global_batch_size)
 
 
-def _augment_parallelism(seed):
-    return None if seed is not None else _AUTOTUNE
+def _augment_parallelism(augmenter):
+    """Sequential for a seeded augmenter (reproducible views), parallel otherwise."""
+    return None if getattr(augmenter, "seed", None) is not None else _AUTOTUNE
 
 
 def _decoded(source, split, image_size, input_context, *, shuffle=None, seed=None,

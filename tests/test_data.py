@@ -155,6 +155,16 @@ def test_pretrain_views_are_made_in_the_pipeline_and_repeat_with_a_seed():
     np.testing.assert_allclose(views["view_2"], again["view_2"])
 
 
+@pytest.mark.parametrize("augmenter_seed,parallel", [(None, True), (1, False)])
+def test_only_a_seeded_augmenter_runs_sequentially(augmenter_seed, parallel):
+    # apps.pretrain seeds the data (order) but not the augmenter: its views need no
+    # sequential map, which cost end-to-end speed.
+    ds = data.pretrain_dataset(split="test", image_size=32, global_batch_size=16, seed=3,
+                               augmenter=SimCLRAugment(24, seed=augmenter_seed))
+    augment_map = ds._input_dataset  # the dataset under the final prefetch
+    assert type(augment_map).__name__ == ("_ParallelMapDataset" if parallel else "_MapDataset")
+
+
 def test_linear_eval_datasets():
     train, evaluation = data.linear_eval_datasets(image_size=32, batch_size=256, seed=0)
     images, labels = next(iter(train))

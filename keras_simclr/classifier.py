@@ -10,11 +10,16 @@ classifier then reads g_k(h), the output of the head's first `head_layers` layer
 import keras
 
 from keras_simclr.augment import to_float_images
+from keras_simclr.distribute import DistributedFitMixin
 
 
 @keras.saving.register_keras_serializable(package="keras_simclr")
-class LinearClassifier(keras.Model):
-    """Encoder (frozen unless `fine_tune`) followed by one Dense layer giving logits."""
+class LinearClassifier(DistributedFitMixin, keras.Model):
+    """Encoder (frozen unless `fine_tune`) followed by one Dense layer giving logits.
+
+    `fit` and `evaluate` work under every tf.distribute strategy, MultiWorkerMirrored
+    included (`distribute.DistributedFitMixin`).
+    """
 
     def __init__(self, encoder, num_classes, fine_tune=False, head=None, head_layers=0, **kwargs):
         super().__init__(**kwargs)

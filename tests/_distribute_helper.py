@@ -319,6 +319,19 @@ def worker(out_dir, model_dir, epochs, crash_epoch="-1"):
         distribute.check_same_on_all_workers(index, strategy, "the task index")
     except RuntimeError as e:
         result["disagreement"] = np.array(str(e))
+    if crash_epoch < 0:  # linear evaluation of the trained encoder, on both workers
+        import keras_simclr as ks
+
+        def labelled(ctx):
+            return _indexed_views(ctx).map(lambda views, index: (views["view_1"], index % 2))
+
+        with strategy.scope():
+            classifier = ks.LinearClassifier(model.encoder, num_classes=2)
+            classifier.compile(optimizer=keras.optimizers.SGD(0.5),
+                               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        classifier.fit(strategy.distribute_datasets_from_function(labelled), epochs=1,
+                       steps_per_epoch=2, verbose=0)
+        result["classifier_kernel"] = classifier.classifier.kernel.numpy()
     save()
 
 

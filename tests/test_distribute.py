@@ -281,6 +281,10 @@ def test_two_workers_resume_after_restart(runs):
     # the finished run removed its backup, and worker 1 its temporary directory
     assert sorted(os.listdir(runs["model_dir"])) == ["ckpt.weights.h5"]
     assert not os.path.exists(str(other["checkpoint"]))
+    # LinearClassifier.fit works across workers too (keras#20329 on its (x, y) batches)
+    # and leaves both with the same trained Dense layer
+    np.testing.assert_array_equal(chief["classifier_kernel"], other["classifier_kernel"])
+    assert np.abs(chief["classifier_kernel"]).max() > 0
 
 
 # ----------------------------------------------------------------------------------------

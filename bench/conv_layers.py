@@ -1,0 +1,134 @@
+"""Where a train step's convolution time goes: every Conv2D of an encoder timed alone.
+
+For each convolution of the encoder, at its input shape in the model and the global
+batch of views, the median over --repeats runs of forward + backward (the gradients of the
+kernel and, except for the first layer, whose input is the image, of the input), once as
+`keras.layers.Conv2D` computes it and once as `conv.SmallMapConv2D` does (the same where
+the map is larger than the kernel). Prints a table with the nominal and useful GFLOP/s of
+each (useful: kernel taps that read data, not "same" padding; see bench/throughput.py)
+and appends the totals to bench/RESULTS.md.
+
+    python bench/conv_layers.py --backbone=resnet18 --stem=imagenet --image_size=32
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import keras_simclr  # noqa: E402,F401  (before TensorFlow)
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from bench import common  # noqa: E402
+from keras_simclr import backbones, conv  # noqa: E402
+
+SECTION = "## Convolutions of the train step, one by one (bench/conv_layers.py)"
+HEADER = ("| date | CPU | cores | command | model | Conv2D s/step | SmallMapConv2D s/step "
+          "| layers on the matmul path | slowest layers (Conv2D → SmallMapConv2D, ms) |\n"
+          "|---|---|---|---|---|---|---|---|---|")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backbone", default="resnet18", choices=backbones.BACKBONES)
+    parser.add_argument("--stem", default="imagenet", choices=backbones.STEMS)
+    parser.add_argument("--width_multiplier", type=float, default=1.0)
+    parser.add_argument("--image_size", type=int, default=32)
+    parser.add_argument("--batch_size", type=int, default=256, help="global batch (images)")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--json", action="store_true", help="print one JSON line")
+    parser.add_argument("--results", default=common.RESULTS,
+                        help="Markdown file to append a row to ('' to skip)")
+    return parser.parse_args(argv)
+
+
+def time_layer(convolution_op, input_shape, kernel_shape, views, repeats, input_gradient):
+    """Median seconds of forward + backward of one convolution on `views` inputs."""
+    x = tf.random.normal((views, *input_shape[1:]))
+    kernel = tf.Variable(tf.random.normal(kernel_shape, stddev=0.05))
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = convolution_op(x, kernel)
+            loss = tf.reduce_sum(y * y)
+        return tape.gradient(loss, [x, kernel] if input_gradient else [kernel])
+
+    for _ in range(2):
+        [g.numpy() for g in step(x)]
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        [g.numpy() for g in step(x)]
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    result = common.run_info("bench/conv_layers.py")
+    result.update(vars(args))
+    result.pop("results")
+    encoder = backbones.build_backbone(args.backbone, stem=args.stem,
+                                       width_multiplier=args.width_multiplier,
+                                       input_shape=(args.image_size, args.image_size, 3))
+    views = 2 * args.batch_size
+    layers = []
+    first = True
+    for layer in encoder.layers:
+        if not isinstance(layer, keras.layers.Conv2D):
+            continue
+        shape = layer.input.shape
+        _, _, _, in_channels = shape
+        kernel_h, kernel_w, _, out_channels = layer.kernel.shape
+        taps_h = conv.tap_matrix_1d(shape[1], kernel_h, layer.strides[0], layer.padding)
+        taps_w = conv.tap_matrix_1d(shape[2], kernel_w, layer.strides[1], layer.padding)
+        passes = 3 if not first else 2  # forward, kernel gradient, input gradient
+        macs = views * in_channels * out_channels
+        nominal = 2 * passes * macs * taps_h.shape[1] * taps_w.shape[1] * kernel_h * kernel_w
+        useful = 2 * passes * macs * float(taps_h.sum() * taps_w.sum())
+        plain = keras.layers.Conv2D.from_config(layer.get_config())
+        timing = (shape, layer.kernel.shape, views, args.repeats, not first)
+        entry = {"name": layer.name, "input": list(shape[1:]),
+                 "matmul_path": bool(layer.uses_matmul(shape)),
+                 "conv2d_s": time_layer(plain.convolution_op, *timing),
+                 "small_map_s": time_layer(layer.convolution_op, *timing)}
+        entry.update(nominal_gflop=nominal / 1e9, useful_gflop=useful / 1e9)
+        layers.append(entry)
+        first = False
+    result["layers"] = layers
+    for key in ("conv2d_s", "small_map_s"):
+        result[key] = sum(entry[key] for entry in layers)
+
+    print(f"{'layer':28s} {'input':>14s} {'path':>6s} {'Conv2D ms':>10s} {'GFLOP/s':>8s} "
+          f"{'SmallMap ms':>12s} {'GFLOP/s':>8s} {'useful':>7s}")
+    for e in layers:
+        print(f"{e['name']:28s} {str(tuple(e['input'])):>14s} "
+              f"{'matmul' if e['matmul_path'] else 'conv':>6s} "
+              f"{1000 * e['conv2d_s']:10.1f} {e['nominal_gflop'] / e['conv2d_s']:8.1f} "
+              f"{1000 * e['small_map_s']:12.1f} {e['nominal_gflop'] / e['small_map_s']:8.1f} "
+              f"{e['useful_gflop'] / e['small_map_s']:7.1f}")
+    print(f"all convolutions: Conv2D {result['conv2d_s']:.3f} s, SmallMapConv2D "
+          f"{result['small_map_s']:.3f} s per step of {views} views")
+    if args.json:
+        print(json.dumps(result))
+    if args.results:
+        slowest = sorted(layers, key=lambda e: -e["conv2d_s"])[:4]
+        common.append_row(args.results, SECTION, HEADER, [
+            result["date"], result["cpu"], str(result["cores"]), f"`{result['command']}`",
+            f"{args.backbone}, {args.stem} stem, width {args.width_multiplier:g}, "
+            f"{args.image_size} px, {views} views",
+            f"{result['conv2d_s']:.3f}", f"{result['small_map_s']:.3f}",
+            str(sum(e["matmul_path"] for e in layers)),
+            ", ".join(f"{e['name']} {tuple(e['input'])}: {1000 * e['conv2d_s']:.0f} → "
+                      f"{1000 * e['small_map_s']:.0f}" for e in slowest)])
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -65,7 +65,10 @@ def linear_probe_on_features(train_x, train_y, eval_x, eval_y, regularization=1e
     model = LogisticRegression(C=1.0 / (regularization * len(train_x)), max_iter=max_iter)
     model.fit((train_x - mean) / std, train_y)
     scores = np.full((len(eval_x), int(max(train_y.max(), eval_y.max())) + 1), -np.inf)
-    scores[:, model.classes_] = model.predict_log_proba((eval_x - mean) / std)
+    # Logits rank classes as the probabilities do, without underflowing to log(0) = -inf
+    # ties (and warnings) for confidently wrong classes; a binary model has one column.
+    logits = model.decision_function((eval_x - mean) / std)
+    scores[:, model.classes_] = logits[:, None] * [-1, 1] if logits.ndim == 1 else logits
     return {
         "top1": top_k_accuracy(scores, eval_y, 1),
         "top5": top_k_accuracy(scores, eval_y, 5),

@@ -1,4 +1,6 @@
 """Evaluation helpers: kNN and the linear probe against hand-made cases, subsets, random init."""
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -20,6 +22,20 @@ def test_knn_and_linear_probe_separate_clusters():
     assert knn["top1"] == 1.0 and knn["k"] == 5
     probe = evaluation.linear_probe_on_features(train_x, train_y, eval_x, eval_y)
     assert probe["top1"] == 1.0 and probe["num_eval"] == 30
+
+
+@pytest.mark.parametrize("classes", [2, 6])
+def test_linear_probe_scores_confident_models_without_log_of_zero(classes):
+    # Eval features far out along their class direction make predicted probabilities
+    # underflow to 0; scoring by log-probabilities then warned (divide by zero in log) and
+    # tied the other classes at -inf.
+    train_x, train_y = clustered(30, classes=classes)
+    eval_x, eval_y = clustered(10, classes=classes, seed=1)
+    eval_x = train_x.mean(axis=0) + 1000 * (eval_x - train_x.mean(axis=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        probe = evaluation.linear_probe_on_features(train_x, train_y, eval_x, eval_y)
+    assert probe["top1"] == 1.0 and probe["top5"] == 1.0
 
 
 def test_knn_weights_votes_by_similarity():

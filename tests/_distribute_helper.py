@@ -15,10 +15,13 @@ import re
 import sys
 import time
 
-import keras_simclr  # noqa: F401  (sets the TensorFlow runtime flags first)
-from absl import logging
+# This checkout's package, not whichever one `pip install -e` last pointed at.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from keras_simclr import distribute
+import keras_simclr  # noqa: E402,F401  (sets the TensorFlow runtime flags first)
+from absl import logging  # noqa: E402
+
+from keras_simclr import distribute  # noqa: E402
 
 logging.set_verbosity(logging.INFO)  # make_strategy logs the strategy at INFO
 

@@ -84,14 +84,8 @@ def main(argv=None):
         if not isinstance(layer, keras.layers.Conv2D):
             continue
         shape = layer.input.shape
-        _, _, _, in_channels = shape
-        kernel_h, kernel_w, _, out_channels = layer.kernel.shape
-        taps_h = conv.tap_matrix_1d(shape[1], kernel_h, layer.strides[0], layer.padding)
-        taps_w = conv.tap_matrix_1d(shape[2], kernel_w, layer.strides[1], layer.padding)
         passes = 3 if not first else 2  # forward, kernel gradient, input gradient
-        macs = views * in_channels * out_channels
-        nominal = 2 * passes * macs * taps_h.shape[1] * taps_w.shape[1] * kernel_h * kernel_w
-        useful = 2 * passes * macs * float(taps_h.sum() * taps_w.sum())
+        nominal, useful = (2 * passes * views * macs for macs in conv.multiply_adds(layer))
         plain = keras.layers.Conv2D.from_config(layer.get_config())
         timing = (shape, layer.kernel.shape, views, args.repeats, not first)
         entry = {"name": layer.name, "input": list(shape[1:]),

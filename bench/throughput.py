@@ -105,13 +105,9 @@ def training_flops_per_view(args):
     nominal = useful = 0
     for layer in encoder.layers:
         if isinstance(layer, keras.layers.Conv2D):
-            _, height, width, in_channels = layer.input.shape
-            kernel_h, kernel_w, _, out_channels = layer.kernel.shape
-            taps_h = conv.tap_matrix_1d(height, kernel_h, layer.strides[0], layer.padding)
-            taps_w = conv.tap_matrix_1d(width, kernel_w, layer.strides[1], layer.padding)
-            channel_macs = in_channels * out_channels
-            nominal += taps_h.shape[1] * taps_w.shape[1] * kernel_h * kernel_w * channel_macs
-            useful += int(taps_h.sum() * taps_w.sum()) * channel_macs
+            layer_nominal, layer_useful = conv.multiply_adds(layer)
+            nominal += layer_nominal
+            useful += layer_useful
     width = encoder.output.shape[-1]
     head = ProjectionHead(3)
     head.build((None, width))

@@ -10,5 +10,6 @@ from keras_simclr.optimizers import LARS, WarmupCosine  # noqa: E402
 
 __all__ = [
     "LARS", "LinearClassifier", "ProjectionHead", "SimCLR", "SimCLRAugment", "WarmupCosine",
-    "augment", "backbones", "build_backbone", "conv", "build_simclr", "heads", "losses", "optimizers", "resnet",
+    "augment", "backbones", "build_backbone", "build_simclr", "conv", "heads", "losses",
+    "optimizers", "resnet",
 ]

@@ -35,6 +35,21 @@ def tap_matrix_1d(size, kernel, stride, padding):
     return taps
 
 
+def multiply_adds(layer):
+    """(nominal, useful) multiply-adds of a built Conv2D's forward pass, per example.
+
+    Nominal counts every kernel tap at every output pixel, the usual FLOP count; useful
+    only the taps that read data, not "same" padding.
+    """
+    _, height, width, in_channels = layer.input.shape
+    kernel_h, kernel_w, _, out_channels = layer.kernel.shape
+    taps_h = tap_matrix_1d(height, kernel_h, layer.strides[0], layer.padding)
+    taps_w = tap_matrix_1d(width, kernel_w, layer.strides[1], layer.padding)
+    channel_macs = in_channels * out_channels
+    nominal = taps_h.shape[1] * taps_w.shape[1] * kernel_h * kernel_w * channel_macs
+    return nominal, int(taps_h.sum() * taps_w.sum()) * channel_macs
+
+
 def conv_as_matmul(inputs, kernel, strides, padding):
     """`ops.conv(inputs, kernel, strides, padding)` (channels last) as a single matmul."""
     _, height, width, in_channels = inputs.shape

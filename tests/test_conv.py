@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_simclr import backbones
+from keras_simclr import backbones, conv
 from keras_simclr.conv import SmallMapConv2D, tap_matrix_1d
 
 CASES = [  # (height, width, in, out, kernel, strides, padding)
@@ -81,3 +81,10 @@ def test_resnet_at_32px_runs_its_last_stages_as_matmuls_and_reloads(tmp_path):
     restored = keras.saving.load_model(path)
     x = np.random.default_rng(1).uniform(size=(2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(restored(x).numpy(), encoder(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_multiply_adds_count_padding_taps_only_as_nominal():
+    layer = SmallMapConv2D(5, 3, padding="same")
+    inputs = keras.Input((1, 1, 4))
+    layer(inputs)
+    assert conv.multiply_adds(layer) == (9 * 4 * 5, 4 * 5)  # only the centre tap reads data

@@ -60,11 +60,12 @@ for _name in ("image_size", "batch_size", "epochs", "temperature", "head_depth",
 
 def build_model(info, global_bn, augment_in_model):
     """An uncompiled SimCLR for the flags (call inside strategy.scope())."""
-    from keras_simclr import build_simclr
+    from keras_simclr import build_simclr, losses
 
     return build_simclr(
-        FLAGS.backbone, FLAGS.stem, FLAGS.width_multiplier, FLAGS.head_depth, FLAGS.proj_dim,
-        FLAGS.temperature, synchronized_bn=global_bn,
+        backbone=FLAGS.backbone, stem=FLAGS.stem, width_multiplier=FLAGS.width_multiplier,
+        head_depth=FLAGS.head_depth, proj_dim=FLAGS.proj_dim,
+        loss=losses.NTXent(FLAGS.temperature), synchronized_bn=global_bn,
         augmenter=make_augmenter() if augment_in_model else None,
         probe_classes=info.num_classes if FLAGS.probe and info.num_classes > 1 else None,
     )

@@ -96,7 +96,7 @@ def pipeline_rates(args, ds):
 
 
 def build_model(args):
-    model = build_simclr(f"resnet{args.backbone_depth}", args.stem)
+    model = build_simclr(backbone=f"resnet{args.backbone_depth}", stem=args.stem)
     model.compile(optimizer=optimizers.build_optimizer("lars", 0.3, 1e-6))
     return model
 

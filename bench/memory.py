@@ -105,8 +105,9 @@ def run_configuration(config):
         lambda x, y: ({"view_1": augmenter(x), "view_2": augmenter(x)}, y),
         num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
-    model = build_simclr(config["backbone"], config["stem"], config["width_multiplier"],
-                         config["head_depth"], config["proj_dim"],
+    model = build_simclr(backbone=config["backbone"], stem=config["stem"],
+                         width_multiplier=config["width_multiplier"],
+                         head_depth=config["head_depth"], proj_dim=config["proj_dim"],
                          probe_classes=config["probe_classes"] or None)
     schedule = optimizers.warmup_cosine_for(1.0, batch, "linear", 100, 100, 10)
     model.compile(optimizer=optimizers.build_optimizer("lars", schedule, 1e-4))

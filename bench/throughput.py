@@ -79,7 +79,8 @@ class StepTimes(keras.callbacks.Callback):
 
 
 def build_model(args, augment_in_model):
-    model = build_simclr(args.backbone, args.stem, args.width_multiplier,
+    model = build_simclr(backbone=args.backbone, stem=args.stem,
+                         width_multiplier=args.width_multiplier,
                          augmenter=SimCLRAugment(args.image_size) if augment_in_model else None)
     schedule = optimizers.warmup_cosine_for(1.0, args.batch_size, "linear", 100, 100, 10)
     model.compile(optimizer=optimizers.build_optimizer("lars", schedule, 1e-4))

@@ -1,15 +1,18 @@
 """keras-simclr: SimCLR contrastive self-supervised learning in Keras 3."""
 from keras_simclr import _runtime  # noqa: F401  (must run before TensorFlow is imported)
-from keras_simclr import augment, backbones, conv, heads, losses, optimizers  # noqa: E402
+from keras_simclr import augment, backbones, conv, gradient_cache, heads, losses, optimizers  # noqa: E402,E501
 from keras_simclr.augment import SimCLRAugment  # noqa: E402
 from keras_simclr.backbones import build_backbone, resnet  # noqa: E402
 from keras_simclr.classifier import LinearClassifier  # noqa: E402
 from keras_simclr.heads import ProjectionHead  # noqa: E402
+from keras_simclr.losses import DecoupledNTXent, NTXent  # noqa: E402
 from keras_simclr.model import SimCLR, build_simclr  # noqa: E402
+from keras_simclr.multicrop import MultiCropAugment  # noqa: E402
 from keras_simclr.optimizers import LARS, WarmupCosine  # noqa: E402
 
 __all__ = [
-    "LARS", "LinearClassifier", "ProjectionHead", "SimCLR", "SimCLRAugment", "WarmupCosine",
-    "augment", "backbones", "build_backbone", "build_simclr", "conv", "heads", "losses",
+    "DecoupledNTXent", "LARS", "LinearClassifier", "MultiCropAugment", "NTXent",
+    "ProjectionHead", "SimCLR", "SimCLRAugment", "WarmupCosine", "augment", "backbones",
+    "build_backbone", "build_simclr", "conv", "gradient_cache", "heads", "losses",
     "optimizers", "resnet",
 ]

@@ -15,8 +15,9 @@ appendix A; google-research/simclr `data_util.py`):
 
 The image operations of jitter, grayscale and solarization are keras-cv's
 (`augment_images` of its vectorised layers). Their own factor samplers do not draw the
-paper's distributions (saturation is sampled in f/(1-f) space, hue with a separate sign,
-DESIGN section 4) and ignore the seed, so every random parameter is drawn here, in the
+paper's distributions (brightness is an additive shift of factor x 255; saturation is
+multiplied by f/(1-f), so f=0.5 is a no-op; hue shifts by a random sign times factor x 0.5:
+see keras_cv/src/layers/preprocessing/random_{brightness,saturation,hue}.py) and ignore the seed, so every random parameter is drawn here, in the
 paper's units, from one seeded `tf.random.Generator`. Each image independently draws
 whether a step applies (a vectorised `tf.where`, not keras-cv `RandomApply`, which loops
 over images and needs AutoGraph); the jitter order is drawn once per batch, so each image
@@ -43,6 +44,30 @@ def to_float_images(images):
     if images.dtype == tf.uint8:
         return tf.cast(images, tf.float32) / 255.0
     return tf.cast(images, tf.float32)
+
+
+VIEW_PREFIX = "view_"
+
+
+def view_keys(num_views: int) -> list[str]:
+    """Keys of the views dict an input pipeline feeds: view_1 .. view_N."""
+    return [f"{VIEW_PREFIX}{i + 1}" for i in range(num_views)]
+
+
+def views_from_dict(x: dict) -> list:
+    """The views of a pipeline's dict, in order (view_1, view_2, ...)."""
+    keys = sorted((k for k in x if k.startswith(VIEW_PREFIX)),
+                  key=lambda k: int(k[len(VIEW_PREFIX):]))
+    if len(keys) < 2:
+        raise ValueError(f"expected a dict of 2 or more views {view_keys(2)}, got {list(x)}")
+    return [x[k] for k in keys]
+
+
+def make_views(augmenter, images) -> list:
+    """The views a view maker makes of a batch: `augmenter.views(images)`, or two calls."""
+    if hasattr(augmenter, "views"):
+        return list(augmenter.views(images))
+    return [augmenter(images), augmenter(images)]
 
 
 def saturation_factor(multiplier):
@@ -133,6 +158,10 @@ class SimCLRAugment(keras.layers.Layer):
     def crop_and_flip(cls, image_size, seed=None):
         """The linear-evaluation augmentation: random resized crop and flip only."""
         return cls(image_size, jitter_prob=0.0, grayscale_prob=0.0, seed=seed)
+
+    def views(self, images) -> list:
+        """The two independent random views of `images` that SimCLR contrasts."""
+        return [self(images), self(images)]
 
     def _crop_boxes(self, images):
         """Normalised [y1, x1, y2, x2] boxes, one random resized crop per image."""

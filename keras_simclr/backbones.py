@@ -4,13 +4,16 @@ ResNet-18/34 (basic blocks) and ResNet-50 (bottlenecks) after He et al. 2016, wi
 - `stem="imagenet"`: 7x7 stride-2 convolution and 3x3 stride-2 max-pool (224 px inputs);
 - `stem="cifar"`: one 3x3 stride-1 convolution and no pooling (32 px inputs, as the
   SimCLR paper's CIFAR-10 experiments);
+- `stem="stride2"`: one 3x3 stride-2 convolution and no pooling, between the two: 16x16
+  maps after the stem at 32 px (the ImageNet stem leaves 8x8, the CIFAR stem 32x32), for
+  about a quarter of the CIFAR stem's FLOPs;
 - `width_multiplier` scaling every channel count (SimCLR's 1x/2x/4x, or fractions such as
   0.25 for small CPU runs);
 - output h: global average pooling of the last stage, of size 512*width (18/34) or
   2048*width (50);
 - BatchNormalization with momentum 0.9 and epsilon 1e-5 as the official code, the last BN
   of every residual branch initialised to zero, and `synchronized_bn` passed at
-  construction so that it survives `.keras` save/load (DESIGN section 4).
+  construction: set after construction it would be lost on `.keras` reload.
 
 keras-cv's `ResNetBackbone` has neither a CIFAR stem nor a synchronized-BN flag that
 survives reload, so the network is built here. The model expects float images in [0, 1].
@@ -24,7 +27,7 @@ from keras_simclr.conv import SmallMapConv2D
 _BLOCKS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3))}
 _STAGE_FILTERS = (64, 128, 256, 512)
 BACKBONES = tuple(f"resnet{depth}" for depth in _BLOCKS)
-STEMS = ("imagenet", "cifar")
+STEMS = ("imagenet", "cifar", "stride2")
 
 
 def _conv(filters, kernel, strides, name):
@@ -95,7 +98,7 @@ def resnet(
         x = keras.layers.ReLU(name="stem_relu")(_bn(synchronized_bn, "stem_bn")(x))
         x = keras.layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)
     else:
-        x = _conv(width(64), 3, 1, "stem_conv")(inputs)
+        x = _conv(width(64), 3, 1 if stem == "cifar" else 2, "stem_conv")(inputs)
         x = keras.layers.ReLU(name="stem_relu")(_bn(synchronized_bn, "stem_bn")(x))
     for stage, (filters, count) in enumerate(zip(_STAGE_FILTERS, repeats)):
         for index in range(count):

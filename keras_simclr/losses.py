@@ -1,16 +1,35 @@
-"""NT-Xent, the normalised temperature-scaled cross-entropy loss of SimCLR.
+"""Contrastive objectives: NT-Xent (SimCLR) and its variants, as objects the model is given.
 
-For 2N views (two per image) and sim(u, v) = u.v / (|u||v|), the loss of anchor i with
-positive j is
+For 2N views (two per image) and sim(u, v) = u.v / (|u||v|), the NT-Xent loss of anchor i
+with positive j is
 
     l(i, j) = -log( exp(sim(z_i, z_j)/t) / sum_{k != i} exp(sim(z_i, z_k)/t) )
 
-over every other view k (the positive and 2N-2 negatives); the loss is the mean over all
-2N anchors. Under tf.distribute the candidates k come from every replica (the projections are
-all-gathered), so negatives span the global batch while each replica scores its own anchors.
-Logits are computed in float32 and reduced with log-sum-exp, so float16/bfloat16 inputs,
-identical views and all-zero vectors give finite values.
+over every other view k (the positive and 2N-2 negatives); the loss is `scale` times the
+mean over all 2N anchors. `scale=1` (the default, and the formula above) is the mean over
+anchors; google-research/simclr's `add_contrastive_loss` returns the sum of the two
+directions' means, i.e. `scale=2`. The scale matters beyond the learning rate: LARS adds
+weight decay to the gradient before its trust ratio, so a loss half as large doubles the
+relative weight of the decay. The official presets therefore set `--loss_scale=2`.
+
+Under tf.distribute the candidates k come from every replica (the projections are
+all-gathered, gradients flow back to the replica that made them), so negatives span the
+global batch while each replica scores its own anchors. Logits are computed in float32 and
+reduced with log-sum-exp, so float16/bfloat16 inputs, identical views and all-zero vectors
+give finite values.
+
+An objective takes the list of projections of all views (each (n, D), the same n images
+in the same order) and returns `ContrastiveTerms`: the per-anchor loss and the logits and
+labels the model's metrics use. A variant is a subclass that overrides `pairs` (which views
+are contrasted with which) or `anchor_loss` (how one anchor's logits become its loss):
+`DecoupledNTXent` here; register a new one in `OBJECTIVES` to offer
+it as `--loss`.
 """
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import keras
 import tensorflow as tf
 
 # Subtracted from an anchor's similarity to itself; exp() of it is exactly zero in float32,
@@ -30,25 +49,26 @@ def contrastive_logits(z1, z2, z1_candidates, z2_candidates, offset, temperature
     offset .. offset + n. Returns logits (2n, 2M) over [view-2 candidates, view-1 candidates]
     with each anchor's own similarity masked out, and labels (2n,) giving the positive.
     """
-    z1, z2 = _normalize(z1), _normalize(z2)
-    c1, c2 = _normalize(z1_candidates), _normalize(z2_candidates)
-    n = tf.shape(z1)[0]
-    m = tf.shape(c1)[0]
-    local = tf.range(n) + offset
-    self_mask = tf.one_hot(local, m, on_value=_SELF_MASK, off_value=0.0)
+    ab, labels = _pair_logits(z1, z2, z1_candidates, z2_candidates, offset, temperature)
+    ba, _ = _pair_logits(z2, z1, z2_candidates, z1_candidates, offset, temperature)
+    return tf.concat([ab, ba], axis=0), tf.concat([labels, labels], axis=0)
+
+
+def _pair_logits(anchors, positives, anchor_candidates, positive_candidates, offset,
+                 temperature):
+    """Logits (n, 2M) of anchors against [positive-view candidates, anchor-view candidates].
+
+    The anchor's own row among the anchor-view candidates is masked out; the positive of
+    local anchor i sits at column offset + i. Returns (logits, labels).
+    """
+    a, c_pos = _normalize(anchors), _normalize(positive_candidates)
+    c_same = _normalize(anchor_candidates)
+    local = tf.range(tf.shape(a)[0]) + offset
+    self_mask = tf.one_hot(local, tf.shape(c_same)[0], on_value=_SELF_MASK, off_value=0.0)
     inv_t = 1.0 / temperature
-    logits_ab = tf.matmul(z1, c2, transpose_b=True) * inv_t
-    logits_aa = tf.matmul(z1, c1, transpose_b=True) * inv_t - self_mask
-    logits_ba = tf.matmul(z2, c1, transpose_b=True) * inv_t
-    logits_bb = tf.matmul(z2, c2, transpose_b=True) * inv_t - self_mask
-    logits = tf.concat(
-        [tf.concat([logits_ab, logits_aa], axis=1), tf.concat([logits_ba, logits_bb], axis=1)],
-        axis=0,
-    )
-    # View-1 anchors find their positive among view-2 candidates (first block) and vice
-    # versa; with the blocks ordered [other view, same view] both positives sit at `local`.
-    labels = tf.concat([local, local], axis=0)
-    return logits, labels
+    other_view = tf.matmul(a, c_pos, transpose_b=True) * inv_t
+    same_view = tf.matmul(a, c_same, transpose_b=True) * inv_t - self_mask
+    return tf.concat([other_view, same_view], axis=1), local
 
 
 def per_anchor_loss(logits, labels):
@@ -65,21 +85,28 @@ def nt_xent(z1, z2, temperature=0.5):
     return tf.reduce_mean(per_anchor_loss(logits, labels))
 
 
+def gather_candidates(projections, global_negatives=True):
+    """(candidates, offset): every replica's projections of each view, and this replica's row.
+
+    Outside a multi-replica context (or with `global_negatives=False`) the candidates are
+    the local projections and the offset is 0. `ctx.all_gather` passes gradients back to
+    the replica that produced each projection, so the loss of the global batch is exact.
+    """
+    ctx = tf.distribute.get_replica_context()
+    if not global_negatives or ctx is None or ctx.num_replicas_in_sync == 1:
+        return list(projections), 0
+    gathered = [ctx.all_gather(z, axis=0) for z in projections]
+    offset = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * tf.shape(projections[0])[0]
+    return gathered, offset
+
+
 def cross_replica_logits(z1, z2, temperature, global_negatives=True):
     """contrastive_logits with candidates gathered from every replica in sync.
 
     Must run in a replica context (inside `strategy.run`, as Keras' train_step does).
-    `ctx.all_gather` passes gradients back to the replica that produced each projection.
-    With `global_negatives=False` (or one replica) only the local batch serves as negatives.
     """
-    ctx = tf.distribute.get_replica_context()
-    if not global_negatives or ctx is None or ctx.num_replicas_in_sync == 1:
-        return contrastive_logits(z1, z2, z1, z2, 0, temperature)
-    z1_all = ctx.all_gather(z1, axis=0)
-    z2_all = ctx.all_gather(z2, axis=0)
-    replica_id = tf.cast(ctx.replica_id_in_sync_group, tf.int32)
-    offset = replica_id * tf.shape(z1)[0]
-    return contrastive_logits(z1, z2, z1_all, z2_all, offset, temperature)
+    (c1, c2), offset = gather_candidates([z1, z2], global_negatives)
+    return contrastive_logits(z1, z2, c1, c2, offset, temperature)
 
 
 def contrastive_accuracy(logits, labels, k=1):
@@ -87,3 +114,116 @@ def contrastive_accuracy(logits, labels, k=1):
     return tf.reduce_mean(
         tf.cast(tf.math.in_top_k(labels, logits, k), tf.float32)
     )
+
+
+class ContrastiveTerms(NamedTuple):
+    """What an objective returns for this replica's anchors.
+
+    Attributes:
+        per_anchor: (A,) float32 loss of each anchor, before `scale`.
+        logits: (A, C) float32 similarities / temperature (own similarity masked out).
+        labels: (A,) int32 column of each anchor's positive in `logits`.
+    """
+
+    per_anchor: tf.Tensor
+    logits: tf.Tensor
+    labels: tf.Tensor
+
+
+@keras.saving.register_keras_serializable(package="keras_simclr")
+class NTXent:
+    """NT-Xent (SimCLR), over two views or 2 full + k small ones; see the module docstring.
+
+    Args:
+        temperature: t in the formula; 0.5 for CIFAR-10, 0.1 for ImageNet in the paper.
+        global_negatives: gather negatives from every replica (the paper); False keeps
+            each replica's negatives local.
+        scale: the loss is `scale` x the mean over anchors (2 reproduces the official code).
+    """
+
+    def __init__(self, temperature: float = 0.5, global_negatives: bool = True,
+                 scale: float = 1.0):
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        if scale <= 0:
+            raise ValueError(f"loss scale must be positive, got {scale}")
+        self.temperature = float(temperature)
+        self.global_negatives = bool(global_negatives)
+        self.scale = float(scale)
+
+    def pairs(self, num_views: int) -> list[tuple[int, int]]:
+        """(anchor view, positive view) pairs whose terms make up the loss.
+
+        Views 0 and 1 are the full views. Every view is an anchor whose positives are the
+        full views of its image other than itself: with two views the two directions of
+        SimCLR; with 2 + k views multi-crop (Caron et al. 2020), where the k small views
+        are contrasted with the full ones, not with each other.
+        """
+        if num_views < 2:
+            raise ValueError(f"a contrastive objective needs 2 or more views, got {num_views}")
+        return [(a, b) for a in range(num_views) for b in (0, 1) if a != b]
+
+    def anchor_loss(self, logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+        """Loss of each anchor from its logits row and its positive's column."""
+        return per_anchor_loss(logits, labels)
+
+    def __call__(self, projections: Sequence[tf.Tensor]) -> ContrastiveTerms:
+        """Per-anchor loss, logits and labels of this replica's anchors.
+
+        Args:
+            projections: one (n, D) tensor per view, the same n images in the same order.
+        Returns:
+            `ContrastiveTerms` with one row per (pair, local image).
+        """
+        candidates, offset = gather_candidates(projections, self.global_negatives)
+        logits, labels = [], []
+        for a, b in self.pairs(len(projections)):
+            pair, pair_labels = _pair_logits(projections[a], projections[b], candidates[a],
+                                             candidates[b], offset, self.temperature)
+            logits.append(pair)
+            labels.append(pair_labels)
+        logits, labels = tf.concat(logits, axis=0), tf.concat(labels, axis=0)
+        return ContrastiveTerms(self.anchor_loss(logits, labels), logits, labels)
+
+    def loss(self, terms: ContrastiveTerms) -> tf.Tensor:
+        """The scalar loss of this replica: `scale` x the mean of the per-anchor losses."""
+        return self.scale * tf.reduce_mean(terms.per_anchor)
+
+    def get_config(self) -> dict:
+        return {"temperature": self.temperature, "global_negatives": self.global_negatives,
+                "scale": self.scale}
+
+    @classmethod
+    def from_config(cls, config: dict):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+@keras.saving.register_keras_serializable(package="keras_simclr")
+class DecoupledNTXent(NTXent):
+    """Decoupled contrastive loss (Yeh et al. 2022): the positive left out of the denominator.
+
+        l(i, j) = -sim(z_i, z_j)/t + log sum_{k != i, k != j} exp(sim(z_i, z_k)/t)
+
+    Without the positive in the denominator the gradient of easy positives is not damped,
+    which the paper shows makes small batches and few epochs learn faster.
+    """
+
+    def anchor_loss(self, logits, labels):
+        positive = tf.gather(logits, labels, batch_dims=1)
+        negatives = logits - tf.one_hot(labels, tf.shape(logits)[1], on_value=_SELF_MASK,
+                                        off_value=0.0)
+        return tf.reduce_logsumexp(negatives, axis=1) - positive
+
+
+OBJECTIVES = {"ntxent": NTXent, "dcl": DecoupledNTXent}
+
+
+def get(name: str, **kwargs) -> NTXent:
+    """An objective from its `OBJECTIVES` name, e.g. `get("dcl", temperature=0.2)`."""
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(OBJECTIVES)}")
+    return OBJECTIVES[name](**kwargs)

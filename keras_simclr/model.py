@@ -1,30 +1,50 @@
-"""The SimCLR model: two views, one encoder, one projection head, NT-Xent, in `train_step`.
+"""The SimCLR model: views, one encoder, one projection head, a contrastive objective.
 
-    v1, v2 = augment(x), augment(x)          # two random views of each image
-    h = f([v1; v2]); z = g(h)                # one encoder pass over all 2N views
-    loss = NT-Xent(z1, z2) over the global batch (negatives gathered from all replicas)
+    views = view_maker(x)                    # a list: two random views of each image, or
+                                             # 2 full + k small ones (multi-crop)
+    h = f(views of one size, as one batch); z = g(h)
+    loss = objective([z_1, z_2, ...])        # NT-Xent by default, negatives from all replicas
 
-The two views go through the encoder as one batch of 2N, as in the official code, so BN
-statistics cover both views. Under `tf.distribute` each replica scores its own anchors
-against every replica's projections; the gradient of `loss / num_replicas_in_sync` is
-summed across replicas, which gives the gradient of the global mean (DESIGN section 4).
+The model has one place for each idea: the view maker (`augmenter`: anything with
+`views(images) -> list`, e.g. `SimCLRAugment`, `MultiCropAugment`), the objective (`loss`:
+an `NTXent` or a subclass from `keras_simclr.losses`) and the networks. Views of one size go
+through the encoder as one batch, as in the official code, so BN statistics cover both full
+views. Under `tf.distribute` each replica scores its own anchors against every replica's
+projections; Keras sums the gradients across replicas and does not divide a loss computed in
+`train_step` by the number of replicas, so the step differentiates `loss / replicas`, which
+makes the summed gradient that of the global mean.
 
-Inputs: `x` a batch of images (uint8 or float in [0, 1]) that the model's augmenter turns
-into views, or, when augmentation is placed in the input pipeline, a dict
-`{"view_1": v1, "view_2": v2}` of ready views. Labels are optional: when given and the
-model has an online probe (`probe_classes`), a Dense layer on `stop_gradient(h)` is trained
-on them (labels < 0 are ignored), so representation quality shows during pretraining
-without touching the encoder. Calling the model maps images to h.
+With `chunk_size`, the step uses gradient caching (`keras_simclr.gradient_cache`): the same
+loss and gradient as a plain step (exactly, without BN) with the memory of `chunk_size`
+views, so batches of thousands fit on one machine.
+
+Inputs: `x` a batch of images (uint8 or float in [0, 1]) that the view maker turns into
+views, or, when views are made in the input pipeline, a dict `{"view_1": v1, "view_2": v2,
+...}` of ready views. Labels are optional: when given and the model has an online probe
+(`probe_classes`), a Dense layer on `stop_gradient(h)` of the first view is trained on them
+(labels < 0 are ignored), so representation quality shows during pretraining without
+touching the encoder. Calling the model maps images to h.
 """
+from __future__ import annotations
+
 import keras
 import tensorflow as tf
 
-from keras_simclr import backbones, losses
-from keras_simclr.augment import to_float_images
+from keras_simclr import backbones, gradient_cache, losses
+from keras_simclr.augment import make_views, to_float_images, views_from_dict
 from keras_simclr.distribute import DistributedFitMixin, step_logs
 from keras_simclr.heads import ProjectionHead
 
-VIEW_KEYS = ("view_1", "view_2")
+def _size_groups(views):
+    """[(view indices, views stacked)] grouping consecutive views of the same static size."""
+    groups = []
+    for index, view in enumerate(views):
+        if groups and views[groups[-1][-1]].shape[1:] == view.shape[1:]:
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    return [(indices, tf.concat([views[i] for i in indices], axis=0) if len(indices) > 1
+             else views[indices[0]]) for indices in groups]
 
 
 @keras.saving.register_keras_serializable(package="keras_simclr")
@@ -34,33 +54,44 @@ class SimCLR(DistributedFitMixin, keras.Model):
     Args:
         encoder: a Keras model from images in [0, 1] to the representation h.
         head: the projection head (default: a 3-layer `ProjectionHead`).
-        augmenter: a layer making one random view per call (e.g. `SimCLRAugment`); None
-            when the input pipeline supplies the views.
-        temperature: the NT-Xent temperature.
+        augmenter: the view maker: a layer with `views(images) -> list of views` (e.g.
+            `SimCLRAugment`, `MultiCropAugment`) or one random view per call; None when the
+            input pipeline supplies the views.
+        temperature: shorthand for `loss=NTXent(temperature)` (default 0.5).
         probe_classes: number of classes of the online linear probe (None: no probe).
-        global_negatives: gather negatives from every replica (the paper); False keeps
-            each replica's negatives local.
+        global_negatives: shorthand for `NTXent(global_negatives=...)` (default True).
+        loss: the contrastive objective (`keras_simclr.losses.NTXent` or a subclass);
+            give either `loss` or `temperature`/`global_negatives`.
+        chunk_size: views per encoder pass with gradient caching (None: one pass).
     """
 
     def __init__(
         self,
-        encoder,
-        head=None,
+        encoder: keras.Model,
+        head: keras.layers.Layer | None = None,
         augmenter=None,
-        temperature=0.5,
-        probe_classes=None,
-        global_negatives=True,
+        temperature: float | None = None,
+        probe_classes: int | None = None,
+        global_negatives: bool | None = None,
+        loss: losses.NTXent | None = None,
+        chunk_size: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+        if loss is None:
+            loss = losses.NTXent(0.5 if temperature is None else temperature,
+                                 True if global_negatives is None else global_negatives)
+        elif temperature is not None or global_negatives is not None:
+            raise ValueError("give the objective's temperature and global_negatives to the "
+                             "loss object, not to SimCLR, when passing `loss`")
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         self.encoder = encoder
         self.head = head if head is not None else ProjectionHead()
         self.augmenter = augmenter
-        self.temperature = float(temperature)
+        self.objective = loss
+        self.chunk_size = chunk_size
         self.probe_classes = probe_classes
-        self.global_negatives = bool(global_negatives)
         self.probe = (
             keras.layers.Dense(probe_classes, name="probe") if probe_classes else None
         )
@@ -71,9 +102,13 @@ class SimCLR(DistributedFitMixin, keras.Model):
         self.probe_loss_tracker = keras.metrics.Mean(name="probe_loss")
         self.probe_accuracy = keras.metrics.SparseCategoricalAccuracy(name="probe_acc")
 
+    @property
+    def temperature(self) -> float:
+        return self.objective.temperature
+
     def build(self, input_shape):
         if isinstance(input_shape, dict):
-            input_shape = input_shape[VIEW_KEYS[0]]
+            input_shape = views_from_dict(input_shape)[0]
         if self.augmenter is not None and hasattr(self.augmenter, "image_size"):
             size = self.augmenter.image_size
             input_shape = (input_shape[0], size, size, 3)
@@ -92,17 +127,17 @@ class SimCLR(DistributedFitMixin, keras.Model):
 
     def call(self, images, training=False):
         if isinstance(images, dict):  # the views input (Keras builds with it under a strategy)
-            images = images[VIEW_KEYS[0]]
+            images = views_from_dict(images)[0]
         return self.encoder(to_float_images(images), training=training)
 
     def _views(self, x):
         if isinstance(x, dict):
-            return to_float_images(x[VIEW_KEYS[0]]), to_float_images(x[VIEW_KEYS[1]])
+            return [to_float_images(v) for v in views_from_dict(x)]
         if self.augmenter is None:
             raise ValueError(
                 "this SimCLR model has no augmenter: feed {'view_1': ..., 'view_2': ...}"
             )
-        return self.augmenter(x), self.augmenter(x)
+        return make_views(self.augmenter, x)
 
     def _clean_images(self, x):
         """Un-augmented images at the views' size, for judging the probe."""
@@ -110,16 +145,22 @@ class SimCLR(DistributedFitMixin, keras.Model):
         size = getattr(self.augmenter, "image_size", None)
         return images if size is None else tf.image.resize(images, [size, size])
 
-    def _contrastive(self, x, training):
-        """Loss terms on one batch: (mean loss, logits, labels, h of the first view)."""
-        v1, v2 = self._views(x)
-        h = self.encoder(tf.concat([v1, v2], axis=0), training=training)
-        z1, z2 = tf.split(self.head(h, training=training), 2, axis=0)
-        logits, labels = losses.cross_replica_logits(
-            z1, z2, self.temperature, self.global_negatives
-        )
-        loss = tf.reduce_mean(losses.per_anchor_loss(logits, labels))
-        return loss, logits, labels, tf.split(h, 2, axis=0)[0]
+    def _forward(self, views, training):
+        """(h, z): one encoder pass per view size; z in float32 for the objective."""
+        h = self.encoder(views, training=training)
+        return h, tf.cast(self.head(h, training=training), tf.float32)
+
+    def _project(self, views, training):
+        """(projections of every view, h of the first view), one pass per view size."""
+        projections = [None] * len(views)
+        first_h = None
+        for indices, stacked in _size_groups(views):
+            h, z = self._forward(stacked, training)
+            for index, z_view in zip(indices, tf.split(z, len(indices), axis=0)):
+                projections[index] = z_view
+            if indices[0] == 0:
+                first_h = tf.split(h, len(indices), axis=0)[0]
+        return projections, first_h
 
     def _probe_loss(self, h, y):
         """Masked cross-entropy of the probe on stop_gradient(h); labels < 0 ignored."""
@@ -131,10 +172,15 @@ class SimCLR(DistributedFitMixin, keras.Model):
         loss = tf.reduce_sum(per_example * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
         return loss, logits, safe_y, mask
 
-    def _update_metrics(self, loss, logits, labels):
+    def _update_metrics(self, terms, loss):
         self.loss_tracker.update_state(loss)
-        self.top1_tracker.update_state(losses.contrastive_accuracy(logits, labels, 1))
-        self.top5_tracker.update_state(losses.contrastive_accuracy(logits, labels, 5))
+        self.top1_tracker.update_state(losses.contrastive_accuracy(terms.logits, terms.labels, 1))
+        self.top5_tracker.update_state(losses.contrastive_accuracy(terms.logits, terms.labels, 5))
+
+    def _update_probe_metrics(self, probe_terms):
+        probe_loss, probe_logits, y_true, mask = probe_terms
+        self.probe_loss_tracker.update_state(probe_loss)
+        self.probe_accuracy.update_state(y_true, probe_logits, sample_weight=mask)
 
     def _ensure_built(self, x):
         # Without a distribution strategy Keras defers building to the first trace of
@@ -142,45 +188,83 @@ class SimCLR(DistributedFitMixin, keras.Model):
         if not self.built:
             self.build(keras.tree.map_structure(lambda t: tuple(t.shape), x))
 
+    def _contrastive_variables(self):
+        return self.encoder.trainable_variables + self.head.trainable_variables
+
+    def _plain_gradients(self, views, y, replicas):
+        """One tape over the whole batch: (gradients, loss, terms, probe terms or None)."""
+        with tf.GradientTape() as tape:
+            projections, h = self._project(views, training=True)
+            terms = self.objective(projections)
+            loss = self.objective.loss(terms)
+            total = loss
+            probe_terms = None
+            if y is not None:
+                probe_terms = self._probe_loss(h, y)
+                total = total + probe_terms[0]
+            scaled = self.optimizer.scale_loss(total / replicas)
+        variables = self._contrastive_variables()
+        if probe_terms is not None:
+            variables = variables + self.probe.trainable_variables
+        return variables, tape.gradient(scaled, variables), loss, terms, probe_terms
+
+    def _cached_gradients(self, views, y, replicas):
+        """Gradient caching over chunks of `chunk_size` views; same returns as plain."""
+        groups = _size_groups(views)
+
+        def loss_fn(group_outputs):
+            projections = [None] * len(views)
+            for (indices, _), z in zip(groups, group_outputs):
+                for index, z_view in zip(indices, tf.split(z, len(indices), axis=0)):
+                    projections[index] = z_view
+            terms = self.objective(projections)
+            loss = self.objective.loss(terms)
+            return self.optimizer.scale_loss(loss / replicas), (loss, terms)
+
+        variables = self._contrastive_variables()
+        state = self.encoder.non_trainable_variables + self.head.non_trainable_variables
+        gradients, _, (loss, terms), extras = gradient_cache.cached_gradients(
+            lambda x: self._forward(x, training=True)[::-1], [g for _, g in groups],
+            loss_fn, variables, self.chunk_size, state_variables=state)
+        probe_terms = None
+        if y is not None:
+            first_h = tf.split(extras[0], len(groups[0][0]), axis=0)[0]
+            with tf.GradientTape() as tape:
+                probe_terms = self._probe_loss(first_h, y)
+                scaled = self.optimizer.scale_loss(probe_terms[0] / replicas)
+            variables = variables + self.probe.trainable_variables
+            gradients = gradients + tape.gradient(scaled, self.probe.trainable_variables)
+        return variables, gradients, loss, terms, probe_terms
+
     def train_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         self._ensure_built(x)
-        use_probe = self.probe is not None and y is not None
+        if self.probe is None:
+            y = None
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        with tf.GradientTape() as tape:
-            loss, logits, labels, h = self._contrastive(x, training=True)
-            total = loss
-            if use_probe:
-                probe_loss, probe_logits, y_true, mask = self._probe_loss(h, y)
-                total = total + probe_loss
-            scaled = self.optimizer.scale_loss(total / replicas)
-        variables = self.trainable_variables
-        if self.probe is not None and not use_probe:
-            probe_ids = {id(v) for v in self.probe.trainable_variables}
-            variables = [v for v in variables if id(v) not in probe_ids]
-        gradients = tape.gradient(scaled, variables)
+        views = self._views(x)
+        step = self._cached_gradients if self.chunk_size else self._plain_gradients
+        variables, gradients, loss, terms, probe_terms = step(views, y, replicas)
         self.optimizer.apply(gradients, variables)
 
-        self._update_metrics(loss, logits, labels)
+        self._update_metrics(terms, loss)
         self.lr_tracker.update_state(self.optimizer.learning_rate)
-        if use_probe:
-            self.probe_loss_tracker.update_state(probe_loss)
-            self.probe_accuracy.update_state(y_true, probe_logits, sample_weight=mask)
+        if probe_terms is not None:
+            self._update_probe_metrics(probe_terms)
         return step_logs({m.name: m.result() for m in self.metrics})
 
     def test_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         self._ensure_built(x)
-        loss, logits, labels, h_view = self._contrastive(x, training=False)
-        self._update_metrics(loss, logits, labels)
+        projections, h_view = self._project(self._views(x), training=False)
+        terms = self.objective(projections)
+        self._update_metrics(terms, self.objective.loss(terms))
         if self.probe is not None and y is not None:
             # The probe is judged on the clean images when the model has them.
             h = h_view if isinstance(x, dict) else self.encoder(
                 self._clean_images(x), training=False
             )
-            probe_loss, probe_logits, y_true, mask = self._probe_loss(h, y)
-            self.probe_loss_tracker.update_state(probe_loss)
-            self.probe_accuracy.update_state(y_true, probe_logits, sample_weight=mask)
+            self._update_probe_metrics(self._probe_loss(h, y))
         return step_logs({m.name: m.result() for m in self.metrics if m is not self.lr_tracker})
 
     def get_config(self):
@@ -189,30 +273,44 @@ class SimCLR(DistributedFitMixin, keras.Model):
             encoder=keras.saving.serialize_keras_object(self.encoder),
             head=keras.saving.serialize_keras_object(self.head),
             augmenter=keras.saving.serialize_keras_object(self.augmenter),
-            temperature=self.temperature,
+            loss=keras.saving.serialize_keras_object(self.objective),
+            chunk_size=self.chunk_size,
             probe_classes=self.probe_classes,
-            global_negatives=self.global_negatives,
         )
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for key in ("encoder", "head", "augmenter"):
-            config[key] = keras.saving.deserialize_keras_object(config[key])
+        for key in ("encoder", "head", "augmenter", "loss"):
+            if key in config:
+                config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
 
 
-def build_simclr(backbone="resnet18", stem="imagenet", width_multiplier=1.0, head_depth=3,
-                 proj_dim=128, temperature=0.5, synchronized_bn=False, augmenter=None,
-                 probe_classes=None):
+def build_simclr(*, backbone: str = "resnet18", stem: str = "imagenet",
+                 width_multiplier: float = 1.0, head_depth: int = 3, proj_dim: int = 128,
+                 loss: losses.NTXent | None = None, synchronized_bn: bool = False,
+                 augmenter=None, probe_classes: int | None = None,
+                 chunk_size: int | None = None) -> SimCLR:
     """An uncompiled SimCLR from a recipe's names and sizes (as apps.pretrain builds it).
 
     Call inside `strategy.scope()` under tf.distribute; `synchronized_bn` applies to every
     BN layer of encoder and head (global BN).
+
+    Args:
+        backbone, stem, width_multiplier: the encoder (`backbones.build_backbone`).
+        head_depth, proj_dim: the projection head's layers and output size.
+        loss: the contrastive objective (default `NTXent(0.5)`).
+        synchronized_bn: synchronise every BN layer across replicas.
+        augmenter: the view maker (None: views come from the input pipeline).
+        probe_classes: classes of the online linear probe (None: no probe).
+        chunk_size: views per pass with gradient caching (None: plain step).
+    Returns:
+        The uncompiled `SimCLR` model.
     """
     encoder = backbones.build_backbone(backbone, stem=stem, width_multiplier=width_multiplier,
                                        synchronized_bn=synchronized_bn)
     head = ProjectionHead(head_depth, output_dim=proj_dim, synchronized_bn=synchronized_bn)
-    return SimCLR(encoder, head, augmenter=augmenter, temperature=temperature,
-                  probe_classes=probe_classes)
+    return SimCLR(encoder, head, augmenter=augmenter, loss=loss, probe_classes=probe_classes,
+                  chunk_size=chunk_size)

@@ -31,6 +31,12 @@ def test_stems_downsample_as_documented():
     assert cifar.get_layer("stage1_block1_out").output.shape[1:3] == (32, 32)
     assert imagenet.get_layer("stage1_block1_out").output.shape[1:3] == (8, 8)
     assert cifar.get_layer("stage4_block2_out").output.shape[1:3] == (4, 4)
+    stride2 = backbones.resnet(18, stem="stride2", width_multiplier=0.125,
+                               input_shape=(32, 32, 3))
+    # The intermediate stem halves the side: 16x16 into stage 1, 2x2 out of stage 4.
+    assert stride2.get_layer("stage1_block1_out").output.shape[1:3] == (16, 16)
+    assert stride2.get_layer("stage4_block2_out").output.shape[1:3] == (2, 2)
+    assert stride2.output.shape[-1] == 64
 
 
 def test_synchronized_bn_survives_save_and_load(tmp_path):

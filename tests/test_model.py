@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import blob_images
-from keras_simclr import ProjectionHead, SimCLR, SimCLRAugment, backbones
+from keras_simclr import ProjectionHead, SimCLR, SimCLRAugment, backbones, losses
 
 
 def tiny_simclr(probe_classes=4, augmenter=True, seed=0):
@@ -74,7 +74,7 @@ def test_save_and_load_give_identical_outputs(tmp_path):
     np.testing.assert_array_equal(loaded(images[:8]).numpy(), model(images[:8]).numpy())
     np.testing.assert_array_equal(
         loaded.head(model(images[:8])).numpy(), model.head(model(images[:8])).numpy())
-    assert loaded.get_config()["temperature"] == 0.5
+    assert isinstance(loaded.objective, losses.NTXent) and loaded.temperature == 0.5
     assert int(loaded.optimizer.iterations) == 2
     # Training resumes from the loaded optimizer state.
     loaded.fit(images, labels, batch_size=32, epochs=1, verbose=0)
@@ -84,3 +84,18 @@ def test_save_and_load_give_identical_outputs(tmp_path):
 def test_rejects_bad_temperature():
     with pytest.raises(ValueError, match="temperature"):
         SimCLR(backbones.resnet(18, width_multiplier=0.125), temperature=0.0)
+
+
+def test_loss_object_or_shorthand_and_old_configs():
+    encoder = backbones.resnet(18, width_multiplier=0.125)
+    assert SimCLR(encoder).objective.get_config() == losses.NTXent(0.5).get_config()
+    model = SimCLR(encoder, temperature=0.2, global_negatives=False)
+    assert model.objective.get_config() == losses.NTXent(0.2, False).get_config()
+    with pytest.raises(ValueError, match="loss object"):
+        SimCLR(encoder, loss=losses.NTXent(0.1), temperature=0.2)
+    # Checkpoints written before objectives were objects carry temperature and
+    # global_negatives in the model config; they still load.
+    config = SimCLR(encoder, temperature=0.3).get_config()
+    del config["loss"]
+    config.update(temperature=0.3, global_negatives=True)
+    assert SimCLR.from_config(config).objective.temperature == 0.3

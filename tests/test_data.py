@@ -1,6 +1,9 @@
 """Tests of keras_simclr.data on tiny generated data (no network, no /work/shared needed)."""
+import io
 import os
+import re
 import time
+import uuid
 import warnings
 
 import keras_simclr  # noqa: F401  (before TensorFlow)
@@ -12,6 +15,9 @@ from PIL import Image
 
 from keras_simclr import data
 from keras_simclr.augment import SimCLRAugment
+from toy_source import ToySource
+
+data.register_source("toy", ToySource)  # the one line that adds a source
 
 CIFAR10_FOLDER = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
                               "cifar10")
@@ -233,6 +239,64 @@ def test_cache_argument_is_checked():
         data.pretrain_dataset(split="test", image_size=32, global_batch_size=8, cache="yes")
 
 
+def test_a_missing_or_sliced_split_is_a_data_error_for_every_source(tmp_path):
+    # These raised KeyError: the pipelines counted examples before checking the split, and
+    # only TFDS datasets can be sliced (`train[:10%]`).
+    dataset = make_folder(tmp_path, {"train": {"a": 1}})
+    for name in (data.DEFAULT_DATASET, dataset):
+        for split in ("val", "train[:1]"):
+            no_split = f"no split {re.escape(repr(split))}; available splits: (test, )?train"
+            with pytest.raises(data.DataError, match=no_split):
+                data.pretrain_dataset(name, split, image_size=8, global_batch_size=1)
+            with pytest.raises(data.DataError, match=no_split):
+                data.classifier_dataset(name, split, image_size=8, batch_size=1,
+                                        training=False, subset=[0])
+            with pytest.raises(data.DataError, match=no_split):
+                data.labels(name, split)
+    with pytest.raises(data.DataError, match=re.escape("no split 'test[:10]'")):
+        data.describe().num_examples("test[:10]")
+
+
+# ----------------------------------------------------------------------------------------
+# The source registry
+
+
+def test_a_registered_source_works_in_every_pipeline():
+    from toy_source import CLASSES, COLOURS
+
+    assert data.describe("toy") == data.DatasetInfo("toy", {"train": 4, "test": 4},
+                                                    CLASSES, 8)
+    got = batches(data.pretrain_dataset("toy", image_size=8, global_batch_size=2, seed=0))
+    assert len(got) == 2 and got[0][0].shape == (2, 8, 8, 3)
+    assert sorted(np.concatenate([y for _, y in got]).tolist()) == [0, 1, 2, 3]
+    for images, labels in got:
+        np.testing.assert_array_equal(images[:, 3, 3], np.array(COLOURS)[labels])
+    (images, labels), = batches(data.classifier_dataset("toy", "test", image_size=4,
+                                                        batch_size=4, training=False))
+    assert labels.tolist() == [0, 1, 2, 3] and images.shape == (4, 4, 4, 3)
+    np.testing.assert_allclose(images[:, 0, 0], np.array(COLOURS) / 255, atol=1e-6)
+    (images, labels), = batches(data.classifier_dataset("toy", image_size=8, batch_size=4,
+                                                        training=True, seed=0))
+    assert sorted(labels.tolist()) == [0, 1, 2, 3] and images.dtype == np.float32
+    with pytest.raises(data.DataError, match="toy has no split 'val'"):
+        data.labels("toy", "val")
+
+
+def test_registry_prefixes_and_suggestions(tmp_path):
+    @data.register_source("toy_prefix:")  # a prefix: every name that starts with it
+    def toy_of(*, name, data_dir, strict):
+        return ToySource(name=name)
+
+    assert data.describe("toy_prefix:anything").name == "toy_prefix:anything"
+    assert data.open_source("toy_prefix:x").labels(split="train").tolist() == [0, 1, 2, 3]
+    # Registered names are suggested too (this suggested only TFDS names).
+    with pytest.raises(data.DataError,
+                       match=r"unknown dataset 'shapse'.*did you mean shapes[,?]"):
+        data.describe("shapse", data_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="non-empty name or prefix"):
+        data.register_source("", ToySource)
+
+
 # ----------------------------------------------------------------------------------------
 # Image folders
 
@@ -371,6 +435,61 @@ def test_folder_errors_name_the_problem(tmp_path):
         data.describe(dataset)
 
 
+def write_gfile(path, array, mode=None, **save_kwargs):
+    """Writes an image with tf.io.gfile (any TensorFlow filesystem); returns its bytes."""
+    buffer = io.BytesIO()
+    image = Image.fromarray(array)
+    (image.convert(mode) if mode else image).save(
+        buffer, format={"jpg": "JPEG"}.get(path[-3:], path[-3:].upper()), **save_kwargs)
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(buffer.getvalue())
+    return buffer.getvalue()
+
+
+def test_folder_on_a_tensorflow_filesystem():
+    # ram:// keeps files in memory and has no folders: `isdir` is true of any prefix of a
+    # file, while `listdir` and `glob` return files only. "[1]" checks that glob
+    # characters in the root are taken literally.
+    root = f"ram://keras_simclr_{uuid.uuid4().hex}[1]/images"
+    red, green = solid(COLOURS[0]), solid(COLOURS[1])
+    for name, image in (("train/a/0.png", red), ("train/a/1.jpg", red),
+                        ("train/b/0.png", green), ("val/a/0.jpg", red),
+                        ("unlabelled/0.png", green),
+                        ("train/a/.hidden.png", green)):
+        write_gfile(f"{root}/{name}", image)
+    write_gfile(f"{root}/train/b/palette.bmp", green, "P")  # read with PIL, via GFile
+    png = write_gfile(f"{root}/val/b/0.png", green)
+    with tf.io.gfile.GFile(f"{root}/train/b/truncated.png", "wb") as f:  # ram:// "wb"
+        f.write(png[:-30])  # appends to an existing file: write each file once
+    write_gfile(f"{root}/train/loose.png", red)
+    dataset = data.FOLDER_PREFIX + root
+
+    with pytest.warns(data.DataWarning) as record:
+        info = data.describe(dataset)
+    message = str(record[0].message)
+    assert len(record) == 1 and "2 entries" in message
+    assert "train/b/truncated.png" in message and "train/loose.png" in message
+    assert info.class_names == ("a", "b")
+    assert info.splits == {"train": 4, "val": 2, "unlabelled": 1}
+    ds, _ = data.load(dataset, "train")
+    images, labels = examples(ds)
+    assert labels == [0, 0, 1, 1] == data.labels(dataset, "train").tolist()
+    bmp = tf.io.gfile.GFile(f"{root}/train/b/palette.bmp", "rb").read()
+    expected = [red, red, green, np.asarray(Image.open(io.BytesIO(bmp)).convert("RGB"))]
+    for image, want in zip(images, expected):  # png, jpg, png, palette bmp
+        assert np.abs(image.astype(int) - want).max() <= 6
+    assert examples(data.load(dataset, "unlabelled")[0])[1] == [-1]
+    ds = data.pretrain_dataset(dataset, image_size=8, global_batch_size=4, seed=0)
+    (images, labels), = batches(ds)
+    assert images.shape == (4, 8, 8, 3) and sorted(labels.tolist()) == [0, 0, 1, 1]
+
+    write_gfile(f"{root}/val/b/1.png", green)  # a new file: a new scan
+    with pytest.warns(data.DataWarning):
+        assert data.describe(dataset).splits["val"] == 3
+    with pytest.raises(data.DataError, match="does not exist"):
+        data.describe(data.FOLDER_PREFIX + root + "_missing")
+
+
 # ----------------------------------------------------------------------------------------
 # TFDS
 
@@ -433,6 +552,21 @@ def test_tfds_dataset_with_image_and_label(tmp_path):
     assert [y.tolist() for _, y in got] == [y.tolist() for _, y in batches(
         data.pretrain_dataset(name, "train", image_size=8, global_batch_size=5,
                               data_dir=str(tmp_path), seed=0))]
+
+
+def test_tfds_split_slices_are_read(tmp_path):
+    KerasSimclrTinyImages(data_dir=str(tmp_path)).download_and_prepare()
+    name, data_dir = "keras_simclr_tiny_images", str(tmp_path)
+    order = data.labels(name, "train", data_dir=data_dir)
+    assert data.labels(name, "train[:5]", data_dir=data_dir).tolist() == order[:5].tolist()
+    ds = data.classifier_dataset(name, "train[4:]", image_size=8, batch_size=8,
+                                 training=False, data_dir=data_dir, subset=[0, 2])
+    assert batches(ds)[0][1].tolist() == order[[4, 6]].tolist()
+    ds = data.pretrain_dataset(name, "train[:10]", image_size=8, global_batch_size=5,
+                               data_dir=data_dir, seed=0)
+    assert len(batches(ds)) == 2
+    with pytest.raises(data.DataError, match=re.escape("no split 'nope[:3]'")):
+        data.labels(name, "nope[:3]", data_dir=data_dir)
 
 
 # ----------------------------------------------------------------------------------------

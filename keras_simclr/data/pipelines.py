@@ -1,0 +1,361 @@
+"""tf.data pipelines from any registered source to batches for training and evaluation.
+
+Images are decoded to 3-channel uint8 (grayscale, alpha, palette and 16-bit images
+included), brought to `image_size` x `image_size`, cached in memory when asked or when they
+fit (`cache="auto"`), then shuffled (seeded), batched and prefetched; decoding, resizing
+and augmentation run in parallel (`AUTOTUNE`).
+
+- `pretrain_dataset`: batches `(uint8 images [B, S, S, 3], int64 labels [B])`, or with an
+  `augmenter` `({"view_1": v1, "view_2": v2}, labels)` with float views made in the
+  pipeline; `drop_remainder=True`.
+- `classifier_dataset(training=True)`: random resized crop and flip only
+  (`SimCLRAugment.crop_and_flip`), float32 in [0, 1], `drop_remainder=True`.
+- `classifier_dataset(training=False)` and `embed_dataset`: resized images (large images
+  are centre-cropped to 87.5% first), float32 in [0, 1], in dataset order, no shuffle,
+  last partial batch kept.
+- `classifier_dataset(subset=indices)` reads only those examples (a labelled fraction for
+  fine-tuning); `labels` gives a split's labels in dataset order without decoding images.
+
+Training images are resized whole to S x S (the random crop re-samples their aspect ratio
+anyway); evaluation images keep their aspect ratio (central square crop).
+
+Every pipeline takes `input_context` (a `tf.distribute.InputContext`): given one, the
+source is sharded across input pipelines and batches are per replica, so the functions
+can be passed to `strategy.distribute_datasets_from_function`:
+
+    strategy.distribute_datasets_from_function(
+        lambda ctx: pretrain_dataset("cifar10", "train", image_size=32,
+                                     global_batch_size=512, input_context=ctx))
+
+With a `seed`, the same images come in the same order; with a seeded augmenter, the same
+views too. A seeded augmenter runs sequentially on batches, because a stateful random
+generator called in parallel draws in a nondeterministic order; an unseeded one runs in
+parallel whatever the data seed.
+"""
+import os
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from keras_simclr.data.shapes import DEFAULT_DATASET
+from keras_simclr.data.source import DataError, DatasetInfo, open_source
+
+CENTRE_CROP_FRACTION = 0.875
+CENTRE_CROP_MIN_SIDE = 64  # evaluation centre-crops images whose shorter side is larger
+
+_AUTOTUNE = tf.data.AUTOTUNE
+_SHUFFLE_BUFFER_BYTES = 512 * 2**20  # decoded images held by a shuffle buffer
+
+_InputContext = tf.distribute.InputContext  # for type hints
+
+
+def describe(dataset: str = DEFAULT_DATASET, data_dir: str | None = None,
+             strict: bool = False) -> DatasetInfo:
+    """`DatasetInfo` of a `--dataset` string, without decoding images.
+
+    For `folder:` datasets this lists and checks the files (once per process and folder
+    listing; about a second for 50,000 files).
+
+    Args:
+        dataset: `shapes`, `folder:PATH`, a TFDS name or another registered name.
+        data_dir: the TFDS data directory (None: the TFDS default).
+        strict: raise `DataError` for unreadable files instead of skipping them.
+
+    Returns:
+        The `DatasetInfo`: splits and their sizes, class names, stored image size.
+    """
+    return open_source(dataset, data_dir=data_dir, strict=strict).info
+
+
+def load(dataset: str = DEFAULT_DATASET, split: str = "train", data_dir: str | None = None,
+         strict: bool = False, input_context: _InputContext | None = None
+         ) -> tuple[tf.data.Dataset, DatasetInfo]:
+    """Decoded examples of one split, in dataset order.
+
+    Args:
+        dataset, data_dir, strict: as for `describe`.
+        split: a split name (TFDS datasets also take slices such as `train[:10%]`).
+        input_context: shards the examples across input pipelines.
+
+    Returns:
+        (`tf.data.Dataset` of `(uint8 image [H, W, 3], int64 label)` at the stored size,
+        unbatched; `DatasetInfo`).
+    """
+    source = open_source(dataset, data_dir=data_dir, strict=strict)
+    return _decoded(source, split, None, input_context), source.info
+
+
+def labels(dataset: str = DEFAULT_DATASET, split: str = "train",
+           data_dir: str | None = None, strict: bool = False) -> np.ndarray:
+    """The labels of `split` in dataset order, images not decoded.
+
+    The positions index the `subset` argument of `classifier_dataset`.
+
+    Args:
+        dataset, split, data_dir, strict: as for `load`.
+
+    Returns:
+        int64 numpy labels (-1: unlabelled).
+    """
+    source = open_source(dataset, data_dir=data_dir, strict=strict)
+    source.count(split=split)  # a DataError for a split that does not exist
+    return source.labels(split=split)
+
+
+def pretrain_dataset(dataset: str = DEFAULT_DATASET, split: str = "train", *,
+                     image_size: int, global_batch_size: int, data_dir: str | None = None,
+                     shuffle: bool = True, cache: bool | str = "auto",
+                     seed: int | None = None, augmenter: Callable | None = None,
+                     strict: bool = False, input_context: _InputContext | None = None
+                     ) -> tf.data.Dataset:
+    """Batches for contrastive pretraining; see the module docstring.
+
+    Args:
+        dataset, split, data_dir, strict, input_context: as for `load`.
+        image_size: side S of the square images.
+        global_batch_size: batch size over all replicas (per replica with an
+            `input_context`); the last partial batch is dropped.
+        shuffle: shuffle (seeded by `seed`) and reshuffle every epoch.
+        cache: True, False or "auto" (cache decoded images when they fit in memory).
+        seed: makes the order (and nothing else) reproducible.
+        augmenter: optional callable on a uint8 batch [B, S, S, 3] returning float views
+            (e.g. `SimCLRAugment`); called twice per batch to make the two views.
+
+    Returns:
+        Batches `(uint8 images [B, S, S, 3], int64 labels [B])`, or with an augmenter
+        `({"view_1": views, "view_2": views}, labels)`.
+    """
+    source = open_source(dataset, data_dir=data_dir, strict=strict)
+    batch_size = _batch_size(global_batch_size, input_context)
+    ds = _training_images(source, split, image_size, shuffle, cache, seed, input_context)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    if augmenter is not None:
+        def two_views(images, labels):
+            return {"view_1": augmenter(images), "view_2": augmenter(images)}, labels
+        ds = ds.map(two_views, num_parallel_calls=_augment_parallelism(augmenter))
+    return ds.prefetch(_AUTOTUNE)
+
+
+def classifier_dataset(dataset: str = DEFAULT_DATASET, split: str = "train", *,
+                       image_size: int, batch_size: int, training: bool,
+                       data_dir: str | None = None, cache: bool | str = "auto",
+                       seed: int | None = None, strict: bool = False,
+                       input_context: _InputContext | None = None, subset=None
+                       ) -> tf.data.Dataset:
+    """Batches for training or evaluating a classifier.
+
+    Args:
+        dataset, split, data_dir, strict, input_context: as for `load`.
+        image_size, cache, seed: as for `pretrain_dataset`.
+        batch_size: global batch size.
+        training: True: shuffled, random resized crop and flip, full batches only (linear
+            evaluation and fine-tuning). False: resized (large images centre-cropped),
+            dataset order, last partial batch kept.
+        subset: indices (in dataset order, see `labels`) of the only examples to read,
+            e.g. the labelled fraction used for fine-tuning; they are selected before
+            decoding.
+
+    Returns:
+        Batches `(float32 images [B, S, S, 3] in [0, 1], int64 labels [B])`.
+    """
+    source = open_source(dataset, data_dir=data_dir, strict=strict)
+    per_replica = _batch_size(batch_size, input_context)
+    subset = _check_subset(source, split, subset)
+    if training and subset is not None and len(subset) < per_replica:
+        raise DataError(f"a subset of {len(subset)} examples is smaller than one batch of "
+                        f"{per_replica}")
+    if not training:
+        ds = _decoded(source, split, image_size, input_context, central_crop=True,
+                      subset=subset)
+        if _should_cache(_count(source, split, subset), image_size, cache):
+            ds = ds.cache()
+        ds = ds.batch(per_replica).map(_to_float, num_parallel_calls=_AUTOTUNE)
+        return ds.prefetch(_AUTOTUNE)
+    from keras_simclr.augment import SimCLRAugment
+
+    crop_and_flip = SimCLRAugment.crop_and_flip(image_size, seed=seed)
+    ds = _training_images(source, split, image_size, True, cache, seed, input_context,
+                          subset)
+    ds = ds.batch(per_replica, drop_remainder=True)
+    ds = ds.map(lambda images, labels: (crop_and_flip(images), labels),
+                num_parallel_calls=_augment_parallelism(crop_and_flip))
+    return ds.prefetch(_AUTOTUNE)
+
+
+def linear_eval_datasets(dataset: str = DEFAULT_DATASET, *, image_size: int,
+                         batch_size: int, train_split: str = "train",
+                         eval_split: str = "test", data_dir: str | None = None,
+                         cache: bool | str = "auto", seed: int | None = None,
+                         strict: bool = False) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """(training, evaluation) `classifier_dataset`s for linear evaluation.
+
+    Under a distribution strategy, build each with `classifier_dataset(input_context=...)`.
+
+    Args:
+        train_split, eval_split: the splits of the two datasets.
+        The others: as for `classifier_dataset`.
+
+    Returns:
+        (`classifier_dataset(training=True)`, `classifier_dataset(training=False)`).
+    """
+    common = dict(image_size=image_size, batch_size=batch_size, data_dir=data_dir,
+                  cache=cache, seed=seed, strict=strict)
+    source = open_source(dataset, data_dir=data_dir, strict=strict)
+    for split in (train_split, eval_split):  # fail on either split before building
+        source.count(split=split)
+    return (classifier_dataset(dataset, train_split, training=True, **common),
+            classifier_dataset(dataset, eval_split, training=False, **common))
+
+
+def embed_dataset(dataset: str = DEFAULT_DATASET, split: str = "test", *, image_size: int,
+                  batch_size: int, data_dir: str | None = None, strict: bool = False,
+                  input_context: _InputContext | None = None) -> tf.data.Dataset:
+    """Evaluation batches of one pass over `split`, in dataset order, not cached.
+
+    Args:
+        As for `classifier_dataset`.
+
+    Returns:
+        `classifier_dataset(training=False, cache=False)`.
+    """
+    return classifier_dataset(dataset, split, image_size=image_size, batch_size=batch_size,
+                              training=False, data_dir=data_dir, cache=False,
+                              strict=strict, input_context=input_context)
+
+
+# ----------------------------------------------------------------------------------------
+# Pieces shared by the public functions: batching, shuffling, caching, resizing
+
+
+def _batch_size(global_batch_size, input_context):
+    if global_batch_size < 1:
+        raise ValueError(f"batch size must be positive, got {global_batch_size}")
+    if input_context is None:
+        return int(global_batch_size)
+    return input_context.get_per_replica_batch_size(global_batch_size)
+
+
+def _augment_parallelism(augmenter):
+    """Sequential for a seeded augmenter (reproducible views), parallel otherwise."""
+    return None if getattr(augmenter, "seed", None) is not None else _AUTOTUNE
+
+
+def _decoded(source, split, image_size, input_context, *, shuffle=None, seed=None,
+             central_crop=False, subset=None):
+    """`(uint8 image, int64 label)` examples of `split`, resized when `image_size`.
+
+    `shuffle`: None keeps the dataset order; "once" permutes the records once (seeded);
+    "every_epoch" draws a new permutation on every pass. `subset`: sorted indices of the
+    examples to keep (None: all).
+    """
+    num_examples = _count(source, split, subset)  # a DataError for a missing split
+    ds = source.records(split=split, input_context=input_context,
+                        shuffle_files=shuffle is not None, seed=seed, subset=subset)
+    if shuffle is not None:
+        ds = ds.shuffle(source.record_buffer(num_examples=num_examples), seed=seed,
+                        reshuffle_each_iteration=shuffle == "every_epoch")
+
+    def decode(*record):
+        image, label = source.decode(record=record)
+        if image_size is not None:
+            image = _resize(image, image_size, central_crop)
+        return image, label
+
+    ds = ds.map(decode, num_parallel_calls=_AUTOTUNE, deterministic=True)
+    if not source.strict:
+        # Files passed the up-front checks; a decoder that still fails (corruption inside
+        # the data) is skipped, with TensorFlow logging each one, rather than killing
+        # training hours in.
+        ds = ds.ignore_errors(log_warning=True)
+    return ds
+
+
+def _training_images(source, split, image_size, shuffle, cache, seed, input_context,
+                     subset=None):
+    """Resized uint8 examples, cached when `cache`, reshuffled every epoch when `shuffle`.
+
+    Before a cache the records are permuted once, so that a cache filled from files
+    sorted by class is in random order and a bounded shuffle buffer after it mixes well.
+    """
+    num_examples = _count(source, split, subset)
+    cached = _should_cache(num_examples, image_size, cache)
+    if not shuffle:
+        ds = _decoded(source, split, image_size, input_context, subset=subset)
+        return ds.cache() if cached else ds
+    if not cached:
+        return _decoded(source, split, image_size, input_context, shuffle="every_epoch",
+                        seed=seed, subset=subset)
+    ds = _decoded(source, split, image_size, input_context, shuffle="once", seed=seed,
+                  subset=subset)
+    buffer = min(num_examples, _SHUFFLE_BUFFER_BYTES // (image_size * image_size * 3))
+    return ds.cache().shuffle(max(1, buffer), seed=seed, reshuffle_each_iteration=True)
+
+
+def _should_cache(num_examples, image_size, cache):
+    if cache == "auto":
+        return num_examples * image_size * image_size * 3 < _available_memory() // 2
+    if cache not in (True, False):
+        raise ValueError(f'cache must be True, False or "auto", got {cache!r}')
+    return cache
+
+
+def _available_memory():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _resize(image, size, central_crop):
+    """uint8 [H, W, 3] -> uint8 [size, size, 3], antialiased.
+
+    With `central_crop`, images whose shorter side exceeds `CENTRE_CROP_MIN_SIDE` are cut
+    to their central square of side `CENTRE_CROP_FRACTION` x the shorter side first;
+    otherwise the whole image is resized (its aspect ratio is not kept).
+    """
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    if central_crop:
+        short = tf.minimum(height, width)
+        crop = short > CENTRE_CROP_MIN_SIDE
+        side = tf.cast(tf.round(CENTRE_CROP_FRACTION * tf.cast(short, tf.float32)), tf.int32)
+        new_height, new_width = tf.where(crop, side, height), tf.where(crop, side, width)
+        image = tf.image.crop_to_bounding_box(
+            image, (height - new_height) // 2, (width - new_width) // 2, new_height, new_width)
+        height, width = new_height, new_width
+
+    def resize():
+        resized = tf.image.resize(image, [size, size], antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+    same = tf.logical_and(tf.equal(height, size), tf.equal(width, size))
+    image = tf.cond(same, lambda: image, resize)
+    return tf.ensure_shape(image, [size, size, 3])
+
+
+def _to_float(images, labels):
+    return tf.cast(images, tf.float32) / 255.0, labels
+
+
+def _count(source, split, subset):
+    """Examples read from `split`: all, or the `subset`; a DataError for a missing split."""
+    count = source.count(split=split)
+    return count if subset is None else len(subset)
+
+
+def _check_subset(source, split, subset):
+    """Sorted unique int64 indices, all inside the split; None stays None."""
+    if subset is None:
+        return None
+    subset = np.unique(np.asarray(subset, np.int64))
+    count = source.count(split=split)
+    if subset.size == 0 or subset[0] < 0 or subset[-1] >= count:
+        raise DataError(f"subset indices must lie in [0, {count}) for split {split!r} of "
+                        f"{source.info.name}; got {subset.size} indices"
+                        + (f" from {subset[0]} to {subset[-1]}" if subset.size else ""))
+    return subset

@@ -119,21 +119,25 @@ def pretrain_dataset(dataset: str = DEFAULT_DATASET, split: str = "train", *,
         shuffle: shuffle (seeded by `seed`) and reshuffle every epoch.
         cache: True, False or "auto" (cache decoded images when they fit in memory).
         seed: makes the order (and nothing else) reproducible.
-        augmenter: optional callable on a uint8 batch [B, S, S, 3] returning float views
-            (e.g. `SimCLRAugment`); called twice per batch to make the two views.
+        augmenter: optional view maker on a uint8 batch [B, S, S, 3]: its
+            `views(images)` list (e.g. `SimCLRAugment`: two views; `MultiCropAugment`:
+            2 + k), or two calls of a plain callable.
 
     Returns:
         Batches `(uint8 images [B, S, S, 3], int64 labels [B])`, or with an augmenter
-        `({"view_1": views, "view_2": views}, labels)`.
+        `({"view_1": v1, "view_2": v2, ...}, labels)` with float views.
     """
     source = open_source(dataset, data_dir=data_dir, strict=strict)
     batch_size = _batch_size(global_batch_size, input_context)
     ds = _training_images(source, split, image_size, shuffle, cache, seed, input_context)
     ds = ds.batch(batch_size, drop_remainder=True)
     if augmenter is not None:
-        def two_views(images, labels):
-            return {"view_1": augmenter(images), "view_2": augmenter(images)}, labels
-        ds = ds.map(two_views, num_parallel_calls=_augment_parallelism(augmenter))
+        from keras_simclr.augment import make_views, view_keys
+
+        def views(images, labels):
+            made = make_views(augmenter, images)
+            return dict(zip(view_keys(len(made)), made)), labels
+        ds = ds.map(views, num_parallel_calls=_augment_parallelism(augmenter))
     return ds.prefetch(_AUTOTUNE)
 
 

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from keras_simclr import backbones, losses
 from keras_simclr.augment import to_float_images
-from keras_simclr.distribute import DistributedFitMixin, step_logs
+from keras_simclr.keras_compat import DistributedFitMixin, step_logs
 from keras_simclr.heads import ProjectionHead
 
 VIEW_KEYS = ("view_1", "view_2")

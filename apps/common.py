@@ -4,14 +4,14 @@ Each app defines only the flag groups it uses. `run(main)` wraps an app's main s
 bad flag value, missing data or an unreadable checkpoint ends with one `error: ...` line on
 stderr and exit status 2 instead of a traceback.
 """
-import json
 import os
 import sys
 
 import keras_simclr  # noqa: F401  (runtime flags before TensorFlow is imported)
 from absl import app, flags
 
-from keras_simclr import data
+from keras_simclr import data, storage
+from keras_simclr.storage import write_json  # noqa: F401  (the apps' common.write_json)
 
 FLAGS = flags.FLAGS
 MODEL_FILE = "model.keras"
@@ -53,7 +53,7 @@ def run(main):
     def guarded(argv):
         try:
             return main(argv)
-        except (AppError, ValueError, FileNotFoundError, OSError) as error:
+        except (AppError, ValueError, *storage.FILESYSTEM_ERRORS) as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
 
@@ -71,11 +71,7 @@ def run(main):
 
 def run_config(model_dir):
     """The flags a pretraining run recorded in `model_dir/config.json` ({} if none)."""
-    path = os.path.join(model_dir, CONFIG_FILE)
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
+    return storage.read_json(os.path.join(model_dir, CONFIG_FILE))
 
 
 def dataset_name(model_dir=None):
@@ -89,12 +85,14 @@ def dataset_name(model_dir=None):
 
 def load_pretrained(model_dir):
     """The SimCLR model of a pretraining run: its final model, else its latest checkpoint."""
+    import tensorflow as tf
+
     from keras_simclr.callbacks import latest_checkpoint
 
-    if not os.path.isdir(model_dir):
+    if not tf.io.gfile.isdir(model_dir):
         raise AppError(f"--model_dir {model_dir} does not exist")
     path = os.path.join(model_dir, MODEL_FILE)
-    if not os.path.exists(path):
+    if not tf.io.gfile.exists(path):
         path, _ = latest_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR))
         if path is None:
             raise AppError(f"{model_dir} holds no {MODEL_FILE} and no checkpoint: "
@@ -109,7 +107,9 @@ def load_model_file(path):
     try:
         return keras.saving.load_model(path)
     except Exception as error:  # a truncated zip, a foreign file, a version mismatch, ...
-        raise AppError(f"cannot read the model {path}: {error}") from None
+        # Keras says "File not found" for a truncated file: name the actual problem
+        problem = storage.keras_archive_problem(path)
+        raise AppError(f"cannot read the model {path}: {problem or error}") from None
 
 
 def image_size_of(model_dir, model):
@@ -130,9 +130,3 @@ def frozen_features(encoder, dataset, split, image_size, batch_size):
                             data_dir=FLAGS.data_dir, strict=FLAGS.strict)
     return evaluation.extract_features(lambda x: encoder(x, training=False), ds)
 
-
-def write_json(path, result):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2, sort_keys=True)
-        f.write("\n")

@@ -26,9 +26,9 @@ def embedding_fn(path):
 
     from keras_simclr.export import read_metadata
 
-    if not os.path.isdir(path):
+    if not tf.io.gfile.isdir(path):
         raise common.AppError(f"--model {path} is not a directory")
-    if os.path.exists(os.path.join(path, "saved_model.pb")):
+    if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
         serve = tf.saved_model.load(path).signatures["serving_float"]
         size = FLAGS.image_size or read_metadata(path).get("image_size")
         if size is None:
@@ -41,9 +41,11 @@ def embedding_fn(path):
 
 def main(argv):
     del argv
+    import io
+
     import numpy as np
 
-    from keras_simclr import data, evaluation
+    from keras_simclr import data, evaluation, storage
 
     embed, image_size, model_dir = embedding_fn(FLAGS.model)
     dataset = common.dataset_name(model_dir)
@@ -51,8 +53,9 @@ def main(argv):
                             batch_size=FLAGS.batch_size, data_dir=FLAGS.data_dir,
                             strict=FLAGS.strict)
     x, y = evaluation.extract_features(embed, ds)
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-    np.savez(FLAGS.output, x=x.astype(np.float32), y=y.astype(np.int64))
+    npz = io.BytesIO()  # np.savez writes local files only; storage any TF filesystem
+    np.savez(npz, x=x.astype(np.float32), y=y.astype(np.int64))
+    storage.write_bytes(FLAGS.output, npz.getvalue())
     print(f"wrote {FLAGS.output}: x {x.shape} float32, y {y.shape} int64 "
           f"({dataset}:{FLAGS.split})")
 

@@ -5,7 +5,8 @@ on uint8 images [batch, H, W, 3] returning {"embedding": h} (a `serving_float` o
 float32 images in [0, 1] beside it). With `--classifier_dir`, the Dense layer of a
 fine-tuned or linear-evaluation `LinearClassifier` (`classifier.keras`) is exported too and
 the signatures also return "logits". The export is written aside, reloaded, checked
-against the Keras model and only then moved into place.
+against the Keras model and only then moved into place (renamed on local disks and HDFS;
+copied, not atomically, on object stores such as gs://: see keras_simclr/export.py).
 """
 import os
 

@@ -90,7 +90,7 @@ def main(argv):
     import keras
     import tensorflow as tf
 
-    from keras_simclr import data, distribute, optimizers
+    from keras_simclr import data, distribute, optimizers, storage
     from keras_simclr.callbacks import EpochCheckpoint, Throughput, latest_checkpoint
 
     started = time.perf_counter()
@@ -116,16 +116,14 @@ def main(argv):
 
     model_dir = FLAGS.model_dir
     checkpoint_dir = os.path.join(model_dir, common.CHECKPOINT_DIR)
-    os.makedirs(checkpoint_dir, exist_ok=True)
     config = {name: FLAGS[name].value for name in FLAGS
               if name not in _PREDEFINED and name != "verbose"}
     config.update(dataset=dataset, replicas=replicas, global_bn=global_bn)
     if chief:
         common.write_json(os.path.join(model_dir, common.CONFIG_FILE), config)
 
-    checkpoint, done_epochs = latest_checkpoint(checkpoint_dir)
-    distribute.check_same_on_all_workers(  # workers resuming from different epochs would hang
-        done_epochs, strategy, "resumed epoch", "give every worker the same shared --model_dir")
+    # the newest readable checkpoint, the same on every worker (or a clear error)
+    checkpoint, done_epochs = latest_checkpoint(checkpoint_dir, strategy)
     train_ds = data.pretrain_dataset(
         dataset, FLAGS.train_split, image_size=FLAGS.image_size,
         global_batch_size=FLAGS.batch_size, data_dir=FLAGS.data_dir, cache=_cache_flag(),
@@ -150,7 +148,7 @@ def main(argv):
     throughput = Throughput(FLAGS.batch_size)
     callbacks = [
         throughput,
-        EpochCheckpoint(checkpoint_dir, keep=FLAGS.keep_checkpoints, is_chief=chief),
+        EpochCheckpoint(checkpoint_dir, keep=FLAGS.keep_checkpoints, strategy=strategy),
         keras.callbacks.TensorBoard(distribute.write_path(os.path.join(model_dir, "logs"), strategy),
                                     update_freq="epoch"),
     ]
@@ -168,7 +166,7 @@ def main(argv):
         wall_time_s=time.perf_counter() - started, views_per_s=throughput.median_views_per_s(),
     )
     if chief:
-        model.save(os.path.join(model_dir, common.MODEL_FILE))
+        storage.save_model(model, os.path.join(model_dir, common.MODEL_FILE))
         common.write_json(os.path.join(model_dir, "summary.json"), summary)
     print(json.dumps(summary, sort_keys=True))
 

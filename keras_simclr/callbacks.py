@@ -1,71 +1,113 @@
 """Training side concerns as Keras callbacks: resumable checkpoints and throughput.
 
 `EpochCheckpoint` saves the whole model (weights, optimizer state and iteration count, hence
-the learning-rate schedule position) as `ckpt-EPOCH.keras` after every epoch, writing to a
-temporary file and renaming it, so a `kill -9` at any moment leaves only complete
-checkpoints; it keeps the last `keep`. `latest_checkpoint` finds the newest one to resume
-from. Under multi-worker training every worker saves (saving reads distributed variables
-collectively) but only the chief writes into the model directory.
+the learning-rate schedule position) as `ckpt-EPOCH.keras` after every epoch and keeps the
+last `keep`. Each file is written under a temporary name and renamed into place
+(`storage.save_model`): on local disks and HDFS a `kill -9` at any moment leaves only
+complete checkpoints; on object stores (`gs://`) the rename is a copy then a delete, not
+atomic, but temporary names are never taken for checkpoints (the next save deletes them)
+and an unreadable newest checkpoint is skipped. The directory may be on any TensorFlow
+filesystem.
+
+`latest_checkpoint` finds the newest readable one to resume from. Under multi-worker
+training every worker saves (saving reads distributed variables collectively) but only the
+chief writes into the checkpoint directory (`distribute.write_path`), and every worker
+resumes from the chief's checkpoints after checking that all agree on the epoch.
 """
-import glob
 import os
 import re
-import shutil
 import statistics
-import tempfile
 import time
 
 import keras
+import tensorflow as tf
+from absl import logging
+
+from keras_simclr import distribute, storage
 
 _CHECKPOINT = re.compile(r"ckpt-(\d+)\.keras")
 
 
 def _checkpoints(directory):
-    """[(epoch, path)] of the complete checkpoints in `directory`, oldest first."""
+    """[(epoch, path)] of the checkpoints in `directory` by name, oldest first."""
     found = []
-    for path in glob.glob(os.path.join(directory, "ckpt-*.keras")):
+    for path in tf.io.gfile.glob(os.path.join(directory, "ckpt-*.keras")):
         match = _CHECKPOINT.fullmatch(os.path.basename(path))
         if match:
             found.append((int(match.group(1)), path))
     return sorted(found)
 
 
-def latest_checkpoint(directory):
-    """(path, epoch) of the newest complete checkpoint in `directory`, or (None, 0)."""
+def latest_checkpoint(directory: str,
+                      strategy: tf.distribute.Strategy | None = None) -> tuple[str | None, int]:
+    """The newest readable checkpoint in `directory`, where training resumes.
+
+    A damaged newer checkpoint (truncated by a full disk or an interrupted copy) is
+    skipped with one warning line naming it and the reason. In a multi-worker run every
+    worker must call this: they check (one all-reduce) that they all resume from the same
+    epoch, and raise RuntimeError instead of waiting for each other forever.
+
+    Args:
+        directory: the checkpoint directory, on any TensorFlow filesystem.
+        strategy: the distribution strategy (default: the current one).
+    Returns:
+        (path, epoch) of the newest complete checkpoint, or (None, 0) when there is none.
+        Raises ValueError when there are checkpoints but none is readable.
+    """
     found = _checkpoints(directory)
-    if not found:
-        return None, 0
-    epoch, path = found[-1]
+    path, epoch = None, 0
+    for candidate_epoch, candidate in reversed(found):
+        problem = storage.keras_archive_problem(candidate)
+        if problem is None:
+            path, epoch = candidate, candidate_epoch
+            break
+        logging.warning("skipping checkpoint %s: %s", candidate, problem)
+    if found and path is None:
+        raise ValueError(f"none of the {len(found)} checkpoints in {directory} is readable; "
+                         "move them away to start over")
+    distribute.check_same_on_all_workers(
+        epoch, strategy, "the resumed epoch",
+        hint=f"every worker must read the same {directory} (a shared filesystem)")
     return path, epoch
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Atomically save the model to `directory/ckpt-EPOCH.keras` each epoch, keep the last few."""
+    """Save the model to `directory/ckpt-EPOCH.keras` after each epoch, keep the last few.
 
-    def __init__(self, directory, keep=3, is_chief=True):
+    Args:
+        directory: where the chief writes, on any TensorFlow filesystem; other workers of
+            a multi-worker run write to a private temporary copy (`distribute.write_path`).
+        keep: checkpoints kept; older ones, and temporary files of interrupted saves,
+            are deleted after each save.
+        strategy: the distribution strategy (default: the model's).
+    """
+
+    def __init__(self, directory: str, keep: int = 3,
+                 strategy: tf.distribute.Strategy | None = None):
         super().__init__()
         self.directory = directory
         self.keep = keep
-        self.is_chief = is_chief
+        self.strategy = strategy
 
     def on_epoch_end(self, epoch, logs=None):
-        target_dir = self.directory if self.is_chief else tempfile.mkdtemp()
-        os.makedirs(target_dir, exist_ok=True)
-        final = os.path.join(target_dir, f"ckpt-{epoch + 1}.keras")
-        partial = os.path.join(target_dir, f".ckpt-{epoch + 1}.partial.keras")
-        self.model.save(partial)
-        os.replace(partial, final)
-        if not self.is_chief:
-            shutil.rmtree(target_dir, ignore_errors=True)
-            return
-        for _, path in _checkpoints(self.directory)[:-self.keep]:
-            os.remove(path)
+        strategy = self.strategy or self.model.distribute_strategy
+        target_dir = distribute.write_path(self.directory, strategy)
+        storage.save_model(self.model, os.path.join(target_dir, f"ckpt-{epoch + 1}.keras"))
+        stale = [path for _, path in _checkpoints(target_dir)[:-self.keep]]
+        stale += tf.io.gfile.glob(os.path.join(target_dir, ".ckpt-*.partial-*.keras"))
+        for path in stale:
+            tf.io.gfile.remove(path)
 
 
 class Throughput(keras.callbacks.Callback):
-    """Views per second of each epoch (2 views per image), reported in the epoch logs."""
+    """Views per second of each epoch (2 views per image), reported in the epoch logs.
 
-    def __init__(self, global_batch_size, views_per_image=2):
+    Args:
+        global_batch_size: images per step over all replicas.
+        views_per_image: views the model makes of each image.
+    """
+
+    def __init__(self, global_batch_size: int, views_per_image: int = 2):
         super().__init__()
         self.views_per_batch = global_batch_size * views_per_image
         self.history = []
@@ -84,8 +126,13 @@ class Throughput(keras.callbacks.Callback):
         if logs is not None:
             logs["views_per_s"] = views_per_s
 
-    def median_views_per_s(self):
-        """Median over epochs, leaving out the first (graph tracing) when there are more."""
+    def median_views_per_s(self) -> float | None:
+        """The typical speed of the run.
+
+        Returns:
+            The median views/s over epochs, leaving out the first (graph tracing) when
+            there are more; None before the first epoch ends.
+        """
         rates = [entry["views_per_s"] for entry in self.history]
         rates = rates[1:] if len(rates) > 1 else rates
         return float(statistics.median(rates)) if rates else None

@@ -10,7 +10,7 @@ classifier then reads g_k(h), the output of the head's first `head_layers` layer
 import keras
 
 from keras_simclr.augment import to_float_images
-from keras_simclr.distribute import DistributedFitMixin
+from keras_simclr.keras_compat import DistributedFitMixin
 
 
 @keras.saving.register_keras_serializable(package="keras_simclr")
@@ -18,7 +18,7 @@ class LinearClassifier(DistributedFitMixin, keras.Model):
     """Encoder (frozen unless `fine_tune`) followed by one Dense layer giving logits.
 
     `fit` and `evaluate` work under every tf.distribute strategy, MultiWorkerMirrored
-    included (`distribute.DistributedFitMixin`).
+    included (`keras_compat.DistributedFitMixin`).
     """
 
     def __init__(self, encoder, num_classes, fine_tune=False, head=None, head_layers=0, **kwargs):

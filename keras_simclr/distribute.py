@@ -7,23 +7,17 @@ synchronized (`synchronized_bn=True` in the encoder and the head) for N replicas
 as one device on the same global batch (tests/test_distribute.py: 1, 2 and 4 replicas
 agree to about 1e-5). This module picks the strategy and the per-process settings:
 
-    from keras_simclr import distribute
+    from keras_simclr import callbacks, distribute
     strategy = distribute.make_strategy(FLAGS.strategy, cpu_replicas=FLAGS.cpu_replicas)
     distribute.per_replica_batch_size(FLAGS.batch_size, strategy)   # or a ValueError
     global_bn = distribute.resolve_global_bn(FLAGS.global_bn, strategy)  # None: auto
-    with strategy.scope():
-        model = SimCLR(resnet(..., synchronized_bn=global_bn),
-                       ProjectionHead(synchronized_bn=global_bn), augmenter=...)
-        model.compile(optimizer=...)
+    path, done = callbacks.latest_checkpoint(ckpt_dir, strategy)  # same epoch everywhere
+    with strategy.scope():  # a new model: synchronized_bn=global_bn in encoder and head
+        model = keras.saving.load_model(path) if path else build_and_compile(global_bn)
     dataset = strategy.distribute_datasets_from_function(
-        lambda ctx: data.pretrain_dataset(..., global_batch_size=FLAGS.batch_size,
-                                          input_context=ctx))
-    model.fit(dataset, callbacks=[
-        distribute.BackupAndRestore(os.path.join(model_dir, "backup"), strategy),
-        keras.callbacks.ModelCheckpoint(
-            distribute.write_path(os.path.join(model_dir, "ckpt.weights.h5"), strategy),
-            save_weights_only=True),
-    ])
+        lambda ctx: data.pretrain_dataset(..., input_context=ctx))
+    model.fit(dataset, initial_epoch=done,  # every worker saves, the chief writes
+              callbacks=[callbacks.EpochCheckpoint(ckpt_dir, strategy=strategy)])
 
 Strategy names (`STRATEGIES`):
 - `auto`: mirrored over all GPUs when there are several, mirrored over `cpu_replicas`
@@ -35,22 +29,17 @@ Strategy names (`STRATEGIES`):
   (one replica per CPU worker, one per GPU on GPU workers);
 - `tpu`: `TPUStrategy` on the TPU found by `TPUClusterResolver` (`tpu_address`).
 
-Logical CPUs (`configure_cpu_replicas`) must be set before TensorFlow initialises its
-devices, that is before any tensor, model or strategy exists: call `make_strategy` first.
-`MultiWorkerMirroredStrategy` must also be created at program start.
+Logical CPUs and `MultiWorkerMirroredStrategy` must be set up at program start, before
+TensorFlow initialises its devices: call `make_strategy` first.
 
-Multi-worker: every worker runs the same program with its own `TF_CONFIG`; the input is
-sharded per worker by `distribute_datasets_from_function` (each worker's `input_context`);
-all workers call the save functions (saving is symmetric) but only the chief writes under
-the model directory, the others to a temporary directory (`write_path`), as the Keras
-multi-worker tutorial does. `BackupAndRestore` resumes all workers from the chief's backup
-after a restart; its directory must be on a filesystem every worker reads (NFS, GCS). When
-a worker dies, the others fail with `UnavailableError` in their next collective (after
-TensorFlow's heartbeat timeout, about 10-15 s); restart them all.
-
-Keras 3.15's `fit` does not work under `MultiWorkerMirroredStrategy` as it is (it
-all-reduces a nested first batch and reduces scalar step logs along axis 0); models
-inherit `DistributedFitMixin` and return `step_logs(...)` from their own steps.
+Multi-worker: every worker runs the same program with its own `TF_CONFIG` and reads its
+share of the input (`input_context`). All workers save (saving reads distributed
+variables) but only the chief writes into the model directory (`write_path`, as in the
+Keras multi-worker tutorial), which must be on a filesystem every worker reads (NFS, GCS):
+after a restart all workers resume from the chief's checkpoints, after checking that they
+agree on the epoch (`check_same_on_all_workers`). When a worker dies, the others fail with
+`UnavailableError` in their next collective (after about 10-15 s); restart them all. The
+Keras 3.15 `fit` workarounds for multi-worker runs are in `keras_simclr.keras_compat`.
 """
 import atexit
 import json
@@ -59,7 +48,6 @@ import re
 import shutil
 import tempfile
 
-import keras
 import tensorflow as tf
 from absl import logging
 
@@ -70,7 +58,7 @@ STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu"
 # Devices and strategies
 
 
-def configure_cpu_replicas(n):
+def configure_cpu_replicas(n: int) -> list[str]:
     """Split the (first) physical CPU into `n` logical devices; returns their names.
 
     Must run before TensorFlow initialises its devices (before any tensor, model or
@@ -103,7 +91,8 @@ def configure_cpu_replicas(n):
     return [d.name for d in tf.config.list_logical_devices("CPU")]
 
 
-def make_strategy(name="auto", cpu_replicas=0, tpu_address=None):
+def make_strategy(name: str = "auto", cpu_replicas: int = 0,
+                  tpu_address: str | None = None) -> tf.distribute.Strategy:
     """The `tf.distribute.Strategy` called `name` (one of `STRATEGIES`); logs what it got.
 
     Args:
@@ -177,11 +166,11 @@ def _tpu_strategy(tpu_address):
     return tf.distribute.TPUStrategy(resolver)
 
 
-def parse_tf_config(environ=None):
+def parse_tf_config(environ: dict | None = None) -> dict:
     """The `TF_CONFIG` of a multi-worker run as a dict; ValueError when missing or invalid.
 
     Expected: `{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker",
-    "index": i}}` (a `chief` job may be listed too).
+    "index": i}}` (a `chief` job may be listed too). `environ` defaults to `os.environ`.
     """
     environ = os.environ if environ is None else environ
     raw = environ.get("TF_CONFIG")
@@ -237,7 +226,7 @@ def _strategy_name(strategy):
     return type(strategy).__name__
 
 
-def describe(strategy):
+def describe(strategy: tf.distribute.Strategy) -> str:
     """One line naming the strategy, its replica count and devices (what gets logged)."""
     try:
         devices = tuple(strategy.extended.worker_devices)
@@ -247,7 +236,7 @@ def describe(strategy):
         f"distribution strategy {_strategy_name(strategy)} with "
         f"{strategy.num_replicas_in_sync} replica(s) in sync"
     )
-    if _is_multi_worker(strategy):
+    if is_multi_worker(strategy):
         kind, index = task_id(strategy)
         text += f"; this is {kind} {index}{' (chief)' if is_chief(strategy) else ''}"
         text += f" with local device(s) {', '.join(devices)}"
@@ -256,8 +245,14 @@ def describe(strategy):
     return text
 
 
-def _is_multi_worker(strategy):
-    """True for a MultiWorkerMirroredStrategy whose cluster has more than one worker."""
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    """Whether `strategy` trains across processes (where `keras_compat` is needed).
+
+    Args:
+        strategy: any strategy.
+    Returns:
+        True for a MultiWorkerMirroredStrategy whose cluster has more than one worker.
+    """
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return False
     in_multi_worker_mode = getattr(strategy.extended, "_in_multi_worker_mode", None)
@@ -272,7 +267,7 @@ def _is_multi_worker(strategy):
 # Batch size and BatchNormalization
 
 
-def num_replicas(strategy=None):
+def num_replicas(strategy: tf.distribute.Strategy | int | None = None) -> int:
     """Replicas in sync of `strategy` (default: the current strategy); an int is returned."""
     if isinstance(strategy, int):
         return strategy
@@ -280,7 +275,8 @@ def num_replicas(strategy=None):
     return int(strategy.num_replicas_in_sync)
 
 
-def per_replica_batch_size(global_batch_size, strategy=None):
+def per_replica_batch_size(global_batch_size: int,
+                           strategy: tf.distribute.Strategy | int | None = None) -> int:
     """The batch each replica gets; ValueError unless it divides the global batch evenly.
 
     `strategy` may be a strategy or a replica count. SimCLR's loss and synchronized BN
@@ -300,7 +296,8 @@ def per_replica_batch_size(global_batch_size, strategy=None):
     return global_batch_size // replicas
 
 
-def resolve_global_bn(global_bn=None, strategy=None):
+def resolve_global_bn(global_bn: bool | None = None,
+                      strategy: tf.distribute.Strategy | int | None = None) -> bool:
     """Whether BatchNormalization is synchronized across replicas (SimCLR's global BN).
 
     `global_bn=None` (the default of `--global_bn`): on with more than one replica in
@@ -322,10 +319,10 @@ def resolve_global_bn(global_bn=None, strategy=None):
 
 
 # ----------------------------------------------------------------------------------------
-# Chief-only writing and backup/restore
+# Chief-only writing and agreement between workers
 
 
-def is_chief(strategy=None):
+def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
     """True where checkpoints and summaries are written: everywhere except non-chief
     workers of a multi-worker run."""
     strategy = strategy or tf.distribute.get_strategy()
@@ -335,7 +332,7 @@ def is_chief(strategy=None):
         return True
 
 
-def task_id(strategy=None):
+def task_id(strategy: tf.distribute.Strategy | None = None) -> tuple[str, int]:
     """(task type, task index) of this worker; ("worker", 0) outside multi-worker runs."""
     strategy = strategy or tf.distribute.get_strategy()
     resolver = getattr(strategy, "cluster_resolver", None)
@@ -347,12 +344,19 @@ def task_id(strategy=None):
 _worker_temp_root = None
 
 
-def write_path(path, strategy=None):
-    """Where this process writes `path` (a file or directory): `path` itself on the
-    chief, a private temporary copy of it on other workers (removed at exit).
+def write_path(path: str, strategy: tf.distribute.Strategy | None = None) -> str:
+    """Where this process writes `path` (a file or directory): the one place that decides
+    chief-only writing.
 
     Every worker should still call the save: saving can read distributed variables, and
     the Keras multi-worker recipe saves everywhere, keeping the chief's copy only.
+
+    Args:
+        path: a local path or a TensorFlow filesystem URL (`gs://...`, `ram://...`).
+        strategy: the strategy (default: the current one).
+    Returns:
+        `path` itself on the chief; on other workers a path under a private local
+        temporary directory (removed at exit), whose parent exists.
     """
     if is_chief(strategy):
         return path
@@ -361,21 +365,32 @@ def write_path(path, strategy=None):
         kind, index = task_id(strategy)
         _worker_temp_root = tempfile.mkdtemp(prefix=f"keras_simclr_{kind}{index}_")
         atexit.register(shutil.rmtree, _worker_temp_root, ignore_errors=True)
-    relative = os.path.abspath(path).lstrip(os.sep) or "root"
+    scheme, separator, rest = path.partition("://")
+    if separator:  # gs://bucket/run -> TMP/gs/bucket/run, never a local "gs:" folder
+        relative = os.path.join(scheme, rest.lstrip("/"))
+    else:
+        relative = os.path.abspath(path).lstrip(os.sep) or "root"
     target = os.path.join(_worker_temp_root, relative)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     return target
 
 
-def check_same_on_all_workers(value, strategy=None, what="value", hint=""):
+def check_same_on_all_workers(value: int, strategy: tf.distribute.Strategy | None = None,
+                              what: str = "value", hint: str = "") -> None:
     """Raise RuntimeError unless every worker passes the same integer `value`.
 
     For values that decide how much work follows (the epoch to resume from): workers
     that disagree would otherwise wait for each other forever. One all-reduce, so every
     worker must call it; does nothing outside multi-worker runs.
+
+    Args:
+        value: this worker's value.
+        strategy: the strategy (default: the current one).
+        what: what the value is, for the error message.
+        hint: how to fix a disagreement, appended to the error message.
     """
     strategy = strategy or tf.distribute.get_strategy()
-    if not _is_multi_worker(strategy):
+    if not is_multi_worker(strategy):
         return
     value = int(value)
     local = tf.constant([value, value * value], tf.int64)
@@ -390,108 +405,3 @@ def check_same_on_all_workers(value, strategy=None, what="value", hint=""):
             f"workers disagree on {what}: {kind} {index} has {value}, the mean over "
             f"workers is {int(total[0]) / n:g}" + (f"; {hint}" if hint else "")
         )
-
-
-class BackupAndRestore(keras.callbacks.BackupAndRestore):
-    """`keras.callbacks.BackupAndRestore` for multi-worker runs.
-
-    Keras 3's callback has every worker write (and delete) the same files. Here the
-    chief writes `backup_dir`, other workers write to `write_path(backup_dir)`, and all
-    workers restore from `backup_dir`, which must therefore be readable by every worker
-    (a shared filesystem). After restoring, the workers check (one all-reduce) that they
-    resume from the same epoch, and fail clearly instead of deadlocking when they do not.
-    With one worker this is exactly Keras' callback.
-    """
-
-    def __init__(self, backup_dir, strategy=None, **kwargs):
-        super().__init__(backup_dir, **kwargs)
-        self._strategy = strategy or tf.distribute.get_strategy()
-        self._read_dir = backup_dir
-        self._write_dir = write_path(backup_dir, self._strategy)
-
-    def _use_dir(self, directory):
-        self.backup_dir = directory
-        self._weights_path = os.path.join(directory, "latest.weights.h5")
-        self._training_metadata_path = os.path.join(directory, "training_metadata.json")
-        self._prev_weights_path = f"{self._weights_path}.bkp"
-        self._prev_training_metadata_path = f"{self._training_metadata_path}.bkp"
-
-    def on_train_begin(self, logs=None):
-        self._use_dir(self._read_dir)
-        super().on_train_begin(logs)
-        epoch = self.model._initial_epoch or 0
-        check_same_on_all_workers(
-            epoch, self._strategy, f"the epoch restored from {self._read_dir!r}",
-            hint="the backup directory must be on a filesystem that every worker reads",
-        )
-        if epoch:
-            logging.info("resumed from the backup in %s at epoch %d", self._read_dir, epoch)
-
-    def _save_model(self):
-        self._use_dir(self._write_dir)
-        try:
-            super()._save_model()
-        finally:
-            self._use_dir(self._read_dir)
-
-    def on_train_end(self, logs=None):
-        self._use_dir(self._write_dir)
-        try:
-            super().on_train_end(logs)
-        finally:
-            self._use_dir(self._read_dir)
-
-
-# ----------------------------------------------------------------------------------------
-# Keras 3 fit/evaluate under MultiWorkerMirroredStrategy
-
-
-def step_logs(logs):
-    """Return value of a `train_step`/`test_step` that Keras can reduce across workers.
-
-    With several workers, Keras 3.15 (TF backend) averages every step's logs with
-    `strategy.reduce("MEAN", value, axis=0)`, which fails on the scalars a step returns
-    ("Invalid reduction dimension 0 for input with 0 dimensions",
-    tensorflow/tensorflow#72388). Scalars are given shape [1] there, which that reduce
-    averages back to a scalar; elsewhere `logs` is returned unchanged.
-    """
-    strategy = tf.distribute.get_strategy()
-    if not _is_multi_worker(strategy):
-        return logs
-    return {
-        name: tf.reshape(value, [1]) if tf.is_tensor(value) and value.shape.rank == 0
-        else value
-        for name, value in logs.items()
-    }
-
-
-class DistributedFitMixin:
-    """Base class to put before `keras.Model` so `fit`/`evaluate` work under any strategy.
-
-    Under a distribution strategy Keras 3.15 (TF backend) builds the model before the
-    first step from a batch it all-reduces across replicas; with several workers that
-    all-reduce fails on nested batches (dicts, `(x, y)` tuples; keras-team/keras#20329),
-    and it costs an all-reduce of a whole batch anyway. Here the model is built from this
-    replica's share of the batch instead. Keras' own `train_step`/`test_step` outputs go
-    through `step_logs`; a subclass that overrides them should return `step_logs(logs)`.
-    """
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        strategy = getattr(self, "_distribute_strategy", None)
-        if strategy is None:  # no strategy: Keras builds at the first trace
-            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-        if data_batch is None and iterator is not None:
-            for _, _, batches in iterator:
-                data_batch = next(batches)
-                break
-        data_batch = keras.tree.map_structure(
-            lambda value: strategy.experimental_local_results(value)[0], data_batch
-        )
-        with strategy.scope():
-            self._symbolic_build(data_batch=data_batch)
-
-    def train_step(self, data):
-        return step_logs(super().train_step(data))
-
-    def test_step(self, data):
-        return step_logs(super().test_step(data))

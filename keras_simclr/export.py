@@ -5,37 +5,50 @@ to the training size inside:
 - `serving_default`: uint8 images [batch, H, W, 3] in [0, 255];
 - `serving_float`: float32 images [batch, H, W, 3] in [0, 1].
 Each returns {"embedding": h} and, for a linear-evaluation model, also "logits".
-`keras.export.ExportArchive` is used because `model.export()` offers only one float32
-signature (DESIGN section 4).
-
-The export is atomic: it is written to a temporary directory beside the target, reloaded
-with `tf.saved_model.load`, its outputs checked against the Keras model, and only then
-renamed into place, so an interrupted or failed export never leaves a half-written model.
+`keras.export.ExportArchive` is used because `model.export()` writes a single endpoint
+with one float32 input signature, and serving wants uint8 images too.
 `keras_simclr.json` beside `saved_model.pb` records the image size the encoder was
 trained on (the signatures resize to it) and the output sizes.
+
+The export is written to a temporary directory, reloaded with `tf.saved_model.load` and
+its outputs checked against the Keras model before it replaces anything. Then:
+- where directories rename atomically (local disks, HDFS: `storage.has_atomic_rename`),
+  the temporary directory is a sibling of `export_dir` and is renamed into place (a
+  previous export is renamed aside just before, and deleted after): an interrupted or
+  failed export never leaves a half-written model, and a reader finds the previous export
+  or the new one (or, for the instant between the two renames, none);
+- on object stores (`gs://`, `s3://`) and `ram://`, which cannot rename a directory
+  atomically (TensorFlow copies object by object; `ram://` moves only the directory
+  entry, not its files), it is written and checked in a local temporary directory and
+  then copied: the previous export's `saved_model.pb` is deleted first, then the rest of
+  it, and the new `saved_model.pb` is copied last, so a reader that finds a
+  `saved_model.pb` finds the whole export beside it. An interruption during the copy
+  leaves no loadable export (the previous one is gone already): export again.
 """
-import json
 import os
-import shutil
 import tempfile
+import uuid
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_simclr import storage
 from keras_simclr.augment import to_float_images
 
-
 METADATA_FILE = "keras_simclr.json"  # image size and outputs, beside saved_model.pb
+SAVED_MODEL_FILE = "saved_model.pb"
 
 
-def read_metadata(export_dir):
-    """The metadata an export wrote ({} for other SavedModels)."""
-    path = os.path.join(export_dir, METADATA_FILE)
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
+def read_metadata(export_dir: str) -> dict:
+    """The metadata an export wrote.
+
+    Args:
+        export_dir: a SavedModel directory, on any TensorFlow filesystem.
+    Returns:
+        The content of its `keras_simclr.json`; {} for other SavedModels.
+    """
+    return storage.read_json(os.path.join(export_dir, METADATA_FILE))
 
 
 class ExportError(RuntimeError):
@@ -53,16 +66,33 @@ def _serving_fn(encoder, classifier, image_size):
     return serve
 
 
-def export_encoder(encoder, export_dir, image_size, classifier=None, check_batch=4, atol=1e-4):
+def export_encoder(encoder: keras.Model, export_dir: str, image_size: int,
+                   classifier: keras.layers.Layer | None = None, check_batch: int = 4,
+                   atol: float = 1e-4) -> str:
     """Write `encoder` (and `classifier`, a layer on h) as a SavedModel at `export_dir`.
 
-    Returns the path. Raises ExportError, leaving any previous export in place, when the
-    reloaded model's outputs differ from the Keras model's by more than `atol`.
+    Args:
+        encoder: the Keras encoder, images in [0, 1] to h.
+        export_dir: the SavedModel directory, on any TensorFlow filesystem (see the module
+            docstring for what replacing an existing export guarantees on each).
+        image_size: the side the encoder was trained on; the signatures resize to it.
+        classifier: optional layer on h whose output is exported as "logits".
+        check_batch: images in the reload check.
+        atol: largest difference allowed between the reloaded and the Keras outputs.
+    Returns:
+        The export directory (absolute for a local path). Raises ExportError, leaving any
+        previous export in place, when the reloaded model differs by more than `atol`.
     """
-    export_dir = os.path.abspath(export_dir)
-    parent = os.path.dirname(export_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.tmp-", dir=parent)
+    if not storage.scheme(export_dir):
+        export_dir = os.path.abspath(export_dir)
+    export_dir = export_dir.rstrip("/")
+    name = os.path.basename(export_dir)
+    atomic = storage.has_atomic_rename(export_dir)
+    if atomic:
+        storage.makedirs(storage.parent(export_dir))
+        staging = os.path.join(storage.parent(export_dir), f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+    else:
+        staging = tempfile.mkdtemp(prefix=f"{name}.tmp-")
     try:
         serve = _serving_fn(encoder, classifier, image_size)
         archive = keras.export.ExportArchive()
@@ -79,20 +109,43 @@ def export_encoder(encoder, export_dir, image_size, classifier=None, check_batch
         )
         archive.write_out(staging, verbose=False)
         _check_reload(staging, serve, image_size, check_batch, atol)
-        with open(os.path.join(staging, METADATA_FILE), "w") as f:
-            json.dump({"image_size": int(image_size),
-                       "embedding_dim": int(encoder.output.shape[-1]),
-                       "logits": classifier is not None}, f)
-        if os.path.exists(export_dir):
-            previous = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.old-", dir=parent)
-            os.replace(export_dir, os.path.join(previous, "model"))
-            os.replace(staging, export_dir)
-            shutil.rmtree(previous, ignore_errors=True)
+        storage.write_json(os.path.join(staging, METADATA_FILE), {
+            "image_size": int(image_size), "embedding_dim": int(encoder.output.shape[-1]),
+            "logits": classifier is not None})
+        if atomic:
+            _rename_into_place(staging, export_dir)
         else:
-            os.replace(staging, export_dir)
+            _copy_into_place(staging, export_dir)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if tf.io.gfile.exists(staging):
+            tf.io.gfile.rmtree(staging)
     return export_dir
+
+
+def _rename_into_place(staging, export_dir):
+    """Atomic renames: the previous export aside, the new one in, the previous deleted."""
+    if not tf.io.gfile.exists(export_dir):
+        tf.io.gfile.rename(staging, export_dir)
+        return
+    previous = os.path.join(storage.parent(export_dir),
+                            f".{os.path.basename(export_dir)}.old-{uuid.uuid4().hex[:8]}")
+    tf.io.gfile.rename(export_dir, previous)
+    try:
+        tf.io.gfile.rename(staging, export_dir)
+    except BaseException:
+        tf.io.gfile.rename(previous, export_dir)
+        raise
+    tf.io.gfile.rmtree(previous)
+
+
+def _copy_into_place(staging, export_dir):
+    """Not atomic: the previous export made unloadable, deleted, the new one copied with
+    its saved_model.pb last (see the module docstring)."""
+    if tf.io.gfile.exists(os.path.join(export_dir, SAVED_MODEL_FILE)):
+        tf.io.gfile.remove(os.path.join(export_dir, SAVED_MODEL_FILE))
+    if tf.io.gfile.exists(export_dir):
+        tf.io.gfile.rmtree(export_dir)
+    storage.copy_tree(staging, export_dir, last=SAVED_MODEL_FILE)
 
 
 def _check_reload(path, serve, image_size, batch, atol):

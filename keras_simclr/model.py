@@ -32,8 +32,9 @@ import tensorflow as tf
 
 from keras_simclr import backbones, gradient_cache, losses
 from keras_simclr.augment import make_views, to_float_images, views_from_dict
-from keras_simclr.distribute import DistributedFitMixin, step_logs
+from keras_simclr.keras_compat import DistributedFitMixin, step_logs
 from keras_simclr.heads import ProjectionHead
+
 
 def _size_groups(views):
     """[(view indices, views stacked)] grouping consecutive views of the same static size."""

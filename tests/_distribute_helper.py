@@ -12,6 +12,7 @@ an .npz or .json file that the test compares. Usage:
 import json
 import os
 import re
+import shutil
 import sys
 import time
 
@@ -243,15 +244,17 @@ def _indexed_views(ctx, total=64):
 def worker(out_dir, model_dir, epochs, crash_epoch="-1"):
     """One worker of a MultiWorkerMirroredStrategy run (TF_CONFIG set by the caller).
 
-    Trains `epochs` epochs of 2 steps with BackupAndRestore (backup under `model_dir`)
-    and a per-epoch weights checkpoint written through `distribute.write_path`. With
-    `crash_epoch` >= 0, worker 1 dies (os._exit(3), no clean-up) when that epoch begins,
-    and worker 0 then fails in its next collective operation (TensorFlow notices the
-    missing heartbeats) and exits 0 after writing its results.
+    Resumes from the newest checkpoint in MODEL_DIR/checkpoints if there is one (as
+    apps.pretrain does: `callbacks.latest_checkpoint`, loaded inside the strategy scope)
+    and trains up to `epochs` epochs of 2 steps with `callbacks.EpochCheckpoint`, which
+    writes there on the chief only. With `crash_epoch` >= 0, worker 1 dies (os._exit(3),
+    no clean-up) when that epoch begins, and worker 0 then fails in its next collective
+    operation (TensorFlow notices the missing heartbeats) and exits 0 after writing its
+    results.
     Writes OUT_DIR/<task>.npz: final weights (or, after a crash, the weights when the
     crash epoch began), the epochs trained, the weights and optimizer step fit started
-    from, the example indices the worker fed in its first 2 steps, and where it wrote its
-    checkpoint.
+    from, the example indices the worker fed in its first 2 steps, where it wrote its
+    checkpoints and which files it wrote there.
     """
     import numpy as np
 
@@ -259,6 +262,8 @@ def worker(out_dir, model_dir, epochs, crash_epoch="-1"):
     strategy = distribute.make_strategy("multi_worker")
     import keras
     import tensorflow as tf
+
+    from keras_simclr.callbacks import EpochCheckpoint, latest_checkpoint
 
     kind, index = distribute.task_id(strategy)
     dataset = strategy.distribute_datasets_from_function(_indexed_views)
@@ -268,31 +273,40 @@ def worker(out_dir, model_dir, epochs, crash_epoch="-1"):
             seen.extend(int(i) for i in local.numpy())
         if step == 1:
             break
-    keras.utils.set_random_seed(index + 1)  # workers differ; MWMS broadcasts the chief's
-    model = _tiny_model(strategy, encoder="convnet")
-    with strategy.scope():
-        from keras_simclr.optimizers import LARS
+    checkpoint_dir = os.path.join(model_dir, "checkpoints")
+    path, done_epochs = latest_checkpoint(checkpoint_dir, strategy)
+    if path:
+        with strategy.scope():
+            model = keras.saving.load_model(path)
+    else:
+        keras.utils.set_random_seed(index + 1)  # workers differ; MWMS broadcasts the chief's
+        model = _tiny_model(strategy, encoder="convnet")
+        with strategy.scope():
+            from keras_simclr.optimizers import LARS
 
-        model.compile(optimizer=LARS(learning_rate=0.2))
-    checkpoint = distribute.write_path(os.path.join(model_dir, "ckpt.weights.h5"), strategy)
+            model.compile(optimizer=LARS(learning_rate=0.2))
+    written = distribute.write_path(checkpoint_dir, strategy)  # where this worker writes
     result = {
-        "seen": np.array(seen, np.int64), "checkpoint": np.array(checkpoint),
+        "seen": np.array(seen, np.int64), "checkpoint": np.array(written),
         "is_chief": np.bool_(distribute.is_chief(strategy)),
         "replicas": np.int64(strategy.num_replicas_in_sync), "error": np.array(""),
+        "resumed_epoch": np.int64(done_epochs),
     }
     trained = []
 
     def record(prefix):
-        result.update({f"{prefix}/{v.path}": v.numpy() for v in model.weights})
+        # by position: a loaded model's variable paths gain its name ("sim_clr/...")
+        result.update({f"{prefix}/{i:03d}": v.numpy() for i, v in enumerate(model.weights)})
         result[f"{prefix}_iterations"] = np.int64(model.optimizer.iterations.numpy())
         result["epochs_trained"] = np.array(trained, np.int64)
-        result["checkpoint_exists"] = np.bool_(os.path.exists(checkpoint))
+        listing = sorted(os.listdir(written)) if os.path.isdir(written) else []
+        result["checkpoint_files"] = np.array(listing, dtype=str)
 
     def save():
         np.savez(os.path.join(out_dir, f"{kind}{index}.npz"), **result)
 
     class Record(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):  # after BackupAndRestore has restored
+        def on_train_begin(self, logs=None):  # the loaded (or new) model fit starts from
             record("start")
 
         def on_epoch_begin(self, epoch, logs=None):
@@ -304,22 +318,26 @@ def worker(out_dir, model_dir, epochs, crash_epoch="-1"):
             else:
                 trained.append(epoch)
 
-    callbacks = [
-        distribute.BackupAndRestore(os.path.join(model_dir, "backup"), strategy),
-        keras.callbacks.ModelCheckpoint(checkpoint, save_weights_only=True),
-        Record(),
-    ]
+    callbacks = [EpochCheckpoint(checkpoint_dir, strategy=strategy), Record()]
     try:
-        model.fit(dataset, epochs=epochs, steps_per_epoch=2, callbacks=callbacks, verbose=0)
+        model.fit(dataset, epochs=epochs, initial_epoch=done_epochs, steps_per_epoch=2,
+                  callbacks=callbacks, verbose=0)
         record("weight")
     except tf.errors.OpError as e:  # the other worker died
         result["error"] = np.array(type(e).__name__)
         save()
         return
-    # the agreement check BackupAndRestore relies on: equal values pass, unequal raise
+    # the agreement check latest_checkpoint relies on: equal values pass, unequal raise
     distribute.check_same_on_all_workers(7, strategy, "seven")
+    # workers that see different checkpoints fail instead of deadlocking: here worker 1
+    # looks at a copy of its own newest checkpoint, the chief at an empty directory
+    own = os.path.join(out_dir, f"own_checkpoints_{index}")
+    os.makedirs(own, exist_ok=True)
+    if index == 1:
+        newest = sorted(os.listdir(written))[-1]
+        shutil.copy(os.path.join(written, newest), os.path.join(own, newest))
     try:
-        distribute.check_same_on_all_workers(index, strategy, "the task index")
+        latest_checkpoint(own, strategy)
     except RuntimeError as e:
         result["disagreement"] = np.array(str(e))
     if crash_epoch < 0:  # linear evaluation of the trained encoder, on both workers

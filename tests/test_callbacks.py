@@ -1,9 +1,14 @@
-"""Checkpoint rotation and discovery, and the throughput callback."""
+"""Checkpoint rotation, discovery and resume, and the throughput callback."""
+import logging
 import os
+import types
 
 import keras
 import numpy as np
+import pytest
+import tensorflow as tf
 
+from keras_simclr import distribute
 from keras_simclr.callbacks import EpochCheckpoint, Throughput, latest_checkpoint
 
 
@@ -13,14 +18,17 @@ def tiny_model():
     return model
 
 
+def fit(model, directory, epochs, **kwargs):
+    model.fit(np.zeros((8, 4)), np.zeros((8, 2)), epochs=epochs, verbose=0,
+              callbacks=[EpochCheckpoint(directory, **kwargs)])
+
+
 def test_keeps_the_last_checkpoints_and_finds_the_newest(tmp_path):
     directory = str(tmp_path / "ckpt")
-    model = tiny_model()
-    x, y = np.zeros((8, 4)), np.zeros((8, 2))
-    model.fit(x, y, epochs=5, verbose=0, callbacks=[EpochCheckpoint(directory, keep=2)])
+    fit(tiny_model(), directory, 5, keep=2)
     assert sorted(os.listdir(directory)) == ["ckpt-4.keras", "ckpt-5.keras"]
     # A partial file left by a kill during saving is never taken for a checkpoint.
-    open(os.path.join(directory, ".ckpt-6.partial.keras"), "wb").close()
+    open(os.path.join(directory, ".ckpt-6.partial-0123abcd.keras"), "wb").close()
     open(os.path.join(directory, "ckpt-7.keras.tmp"), "wb").close()
     path, epoch = latest_checkpoint(directory)
     assert epoch == 5 and path.endswith("ckpt-5.keras")
@@ -28,11 +36,70 @@ def test_keeps_the_last_checkpoints_and_finds_the_newest(tmp_path):
     assert latest_checkpoint(str(tmp_path / "empty")) == (None, 0)
 
 
+def test_the_next_save_removes_partial_files_of_an_interrupted_one(tmp_path):
+    directory = str(tmp_path / "ckpt")
+    os.makedirs(directory)
+    open(os.path.join(directory, ".ckpt-1.partial-0123abcd.keras"), "wb").close()
+    fit(tiny_model(), directory, 1)
+    assert os.listdir(directory) == ["ckpt-1.keras"]
+
+
+def test_resume_skips_a_truncated_newest_checkpoint(tmp_path, caplog):
+    """A damaged newest checkpoint stopped the resume with Keras' "File not found"."""
+    directory = str(tmp_path / "ckpt")
+    fit(tiny_model(), directory, 2)
+    newest = os.path.join(directory, "ckpt-2.keras")
+    with open(newest, "r+b") as f:  # as a full disk or an interrupted copy leaves it
+        f.truncate(os.path.getsize(newest) // 2)
+    with caplog.at_level(logging.WARNING):
+        path, epoch = latest_checkpoint(directory)
+    assert (os.path.basename(path), epoch) == ("ckpt-1.keras", 1)
+    skipped = [r.getMessage() for r in caplog.records if "skipping checkpoint" in r.getMessage()]
+    assert len(skipped) == 1 and "ckpt-2.keras" in skipped[0] and "truncated" in skipped[0]
+    resumed = keras.saving.load_model(path)
+    assert int(resumed.optimizer.iterations) == 1
+    # training on from there writes a good epoch 2 over the damaged one
+    resumed.fit(np.zeros((8, 4)), np.zeros((8, 2)), initial_epoch=1, epochs=2, verbose=0,
+                callbacks=[EpochCheckpoint(directory)])
+    assert latest_checkpoint(directory)[1] == 2
+
+
+def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
+    directory = tmp_path / "ckpt"
+    directory.mkdir()
+    (directory / "ckpt-3.keras").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="none of the 1 checkpoints in .* is readable"):
+        latest_checkpoint(str(directory))
+
+
+def _non_chief():
+    """What `distribute.is_chief`/`task_id` read of worker 1 of a multi-worker run."""
+    return types.SimpleNamespace(
+        extended=types.SimpleNamespace(should_checkpoint=False),
+        cluster_resolver=types.SimpleNamespace(task_type="worker", task_id=1))
+
+
 def test_non_chief_writes_nothing_in_the_model_directory(tmp_path):
     directory = str(tmp_path / "ckpt")
-    tiny_model().fit(np.zeros((4, 4)), np.zeros((4, 2)), epochs=1, verbose=0,
-                     callbacks=[EpochCheckpoint(directory, is_chief=False)])
-    assert not os.path.exists(directory) or not os.listdir(directory)
+    fit(tiny_model(), directory, 2, keep=1, strategy=_non_chief())
+    assert not os.path.exists(directory)
+    private = distribute.write_path(directory, _non_chief())
+    assert not private.startswith(str(tmp_path)) and os.listdir(private) == ["ckpt-2.keras"]
+
+
+def test_checkpoints_on_an_in_memory_filesystem(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    directory = "ram://test_callbacks/run/checkpoints"
+    fit(tiny_model(), directory, 3, keep=2)
+    assert sorted(tf.io.gfile.listdir(directory)) == ["ckpt-2.keras", "ckpt-3.keras"]
+    path, epoch = latest_checkpoint(directory)
+    assert (path, epoch) == (f"{directory}/ckpt-3.keras", 3)
+    assert int(keras.saving.load_model(path).optimizer.iterations) == 3
+    # a non-chief worker's private copy of a URL is a local temporary path, never "ram:"
+    private = distribute.write_path(directory, _non_chief())
+    assert "ram:" not in private and private.endswith(os.path.join("ram", "test_callbacks",
+                                                                     "run", "checkpoints"))
+    assert os.listdir(tmp_path) == []
 
 
 def test_throughput_reports_views_per_second():

@@ -6,7 +6,8 @@ that write their results to files; they are started together in the background w
 first test that needs them runs, and compared here. Augmentation is off in the equivalence
 runs (the model is fed ready views) and the global batch is fixed (16 images, 32 views).
 The multi-worker run has two workers on 127.0.0.1: worker 1 dies when epoch 2 begins,
-worker 0 then fails on its own, and both are started again and resume from the backup.
+worker 0 then fails on its own, and both are started again and resume from the chief's
+checkpoints (`callbacks.EpochCheckpoint` and `latest_checkpoint`, as apps.pretrain does).
 
 Relative difference of two arrays: |a - b| / |b| (Euclidean norms), per variable, the
 largest over variables.
@@ -114,7 +115,8 @@ def runs(tmp_path_factory):
         if [p.wait() for p in workers.procs] == workers.exit_codes:
             started["after_first"] = {  # what the stopped run left behind
                 directory: sorted(os.listdir(os.path.join(model_dir, directory)))
-                for directory in ("", "backup") if os.path.isdir(os.path.join(model_dir, directory))
+                for directory in ("", "checkpoints")
+                if os.path.isdir(os.path.join(model_dir, directory))
             }
             started["restarted"] = _two_workers(
                 root, "restarted", os.path.join(root, "second"), model_dir, 4, -1)
@@ -223,6 +225,7 @@ def _worker_results(directory):
 def _max_weight_difference(a, b):
     keys = [k for k in a if k.startswith("weight/")]
     assert keys and keys == [k for k in b if k.startswith("weight/")]
+    assert [a[k].shape for k in keys] == [b[k].shape for k in keys]
     return max(float(np.max(np.abs(a[k] - b[k]))) for k in keys)
 
 
@@ -241,18 +244,17 @@ def test_two_workers_train_identically_on_sharded_input(runs):
     # each worker fed its own half of the examples
     assert set(chief["seen"]).isdisjoint(other["seen"])
     assert sorted(set(chief["seen"]) | set(other["seen"])) == list(range(32))
-    # the chief wrote into the model directory, the other worker only to a temporary one
+    # both saved every epoch; the chief wrote into the model directory, the other worker
+    # only to a private temporary one
     model_dir = runs["model_dir"]
-    assert str(chief["checkpoint"]) == os.path.join(model_dir, "ckpt.weights.h5")
-    assert chief["checkpoint_exists"] and other["checkpoint_exists"]
+    assert str(chief["checkpoint"]) == os.path.join(model_dir, "checkpoints")
+    saved = ["ckpt-1.keras", "ckpt-2.keras"]
+    assert list(chief["checkpoint_files"]) == list(other["checkpoint_files"]) == saved
     leftover = str(other["checkpoint"])
     assert not leftover.startswith(model_dir) and os.path.exists(leftover)  # it crashed
-    shutil.rmtree(leftover[: -len(os.path.join(model_dir, "ckpt.weights.h5"))])
+    shutil.rmtree(leftover[: -len(os.path.join(model_dir, "checkpoints"))])
     runs["restarter"].join(timeout=TIMEOUT)  # it lists the model directory first
-    assert runs["after_first"] == {
-        "": ["backup", "ckpt.weights.h5"],
-        "backup": ["latest.weights.h5", "training_metadata.json"],
-    }
+    assert runs["after_first"] == {"": ["checkpoints"], "checkpoints": saved}
 
 
 def _prefixed(results, prefix):
@@ -267,19 +269,23 @@ def test_two_workers_resume_after_restart(runs):
     assert "restarted" in runs, "the first run did not end as expected"
     runs["restarted"].wait()
     chief, other = _worker_results(os.path.join(runs["root"], "second"))
-    # both resumed from the chief's backup: epoch 2, weights and optimizer step restored
+    # both resumed from the chief's checkpoint: epoch 2, weights and optimizer step restored
     assert list(chief["epochs_trained"]) == list(other["epochs_trained"]) == [2, 3]
     for restarted in (chief, other):
-        assert restarted["start_iterations"] == 4
+        assert restarted["resumed_epoch"] == 2 and restarted["start_iterations"] == 4
         assert _max_weight_difference(_prefixed(restarted, "start"), stopped) == 0.0
         assert str(restarted["error"]) == ""
     assert chief["weight_iterations"] == other["weight_iterations"] == 8
     assert _max_weight_difference(chief, other) == 0.0
     for restarted in (chief, other):  # workers that disagree fail instead of deadlocking
-        assert "workers disagree on the task index" in str(restarted["disagreement"])
+        assert "workers disagree on the resumed epoch" in str(restarted["disagreement"])
     assert _max_weight_difference(chief, stopped) > 0.0
-    # the finished run removed its backup, and worker 1 its temporary directory
-    assert sorted(os.listdir(runs["model_dir"])) == ["ckpt.weights.h5"]
+    # the chief kept the last 3 checkpoints; worker 1 removed its temporary directory
+    assert sorted(os.listdir(runs["model_dir"])) == ["checkpoints"]
+    assert sorted(os.listdir(os.path.join(runs["model_dir"], "checkpoints"))) == [
+        "ckpt-2.keras", "ckpt-3.keras", "ckpt-4.keras"]
+    assert list(chief["checkpoint_files"]) == ["ckpt-2.keras", "ckpt-3.keras", "ckpt-4.keras"]
+    assert list(other["checkpoint_files"]) == ["ckpt-3.keras", "ckpt-4.keras"]  # this run's
     assert not os.path.exists(str(other["checkpoint"]))
     # LinearClassifier.fit works across workers too (keras#20329 on its (x, y) batches)
     # and leaves both with the same trained Dense layer
@@ -397,5 +403,7 @@ def test_unbuilt_model_fits_views_under_a_strategy():
 def test_step_logs_are_unchanged_outside_multi_worker():
     import tensorflow as tf
 
+    from keras_simclr.keras_compat import step_logs
+
     logs = {"loss": tf.constant(1.5)}
-    assert distribute.step_logs(logs) is logs
+    assert step_logs(logs) is logs

@@ -24,12 +24,21 @@ common.define_model_dir_flag()
 flags.DEFINE_integer("image_size", 32, "Side of the square views.")
 flags.DEFINE_enum("backbone", "resnet18", ["resnet18", "resnet34", "resnet50"], "Encoder.")
 flags.DEFINE_float("width_multiplier", 0.5, "Channel width multiplier of the encoder.")
-flags.DEFINE_enum("stem", "imagenet", ["imagenet", "cifar"], "ResNet stem.")
+flags.DEFINE_enum("stem", "imagenet", ["imagenet", "cifar", "stride2"],
+                  "ResNet stem: imagenet (7x7/2 + max-pool), cifar (3x3/1), stride2 (3x3/2).")
 flags.DEFINE_integer("head_depth", 3, "Layers of the projection head (3: SimCLRv2, 2: v1).")
 flags.DEFINE_integer("proj_dim", 128, "Output size of the projection head.")
 flags.DEFINE_integer("batch_size", 256, "Global batch size (images; twice as many views).")
 flags.DEFINE_integer("epochs", 15, "Training epochs.")
 flags.DEFINE_float("temperature", 0.2, "NT-Xent temperature.")
+flags.DEFINE_enum("loss", "ntxent", ["ntxent", "dcl"],
+                  "Contrastive objective: ntxent (SimCLR) or dcl (decoupled, Yeh et al. 2022).")
+flags.DEFINE_float("loss_scale", 1.0, "Loss = scale x mean over anchors (2: the official code).")
+flags.DEFINE_integer("small_views", 0, "Multi-crop: small views per image besides the two full.")
+flags.DEFINE_integer("small_view_size", 16, "Side of the multi-crop small views.")
+flags.DEFINE_integer("chunk_size", None, "Gradient caching: views per encoder pass (exact).")
+flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16", "auto"],
+                  "Compute precision (auto: mixed_bfloat16 on CPUs with AMX-BF16, else float32).")
 flags.DEFINE_enum("optimizer", "lars", ["lars", "sgd", "adamw"], "Optimizer.")
 flags.DEFINE_float("learning_rate", 1.0, "Base learning rate, scaled by --lr_scaling.")
 flags.DEFINE_enum("lr_scaling", "linear", ["linear", "sqrt"],
@@ -54,8 +63,10 @@ flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in model_dir/check
 flags.DEFINE_integer("steps_per_epoch", None, "Limit steps per epoch (default: one pass).")
 flags.DEFINE_integer("verbose", 1, "Keras progress output: 0 silent, 1 bar, 2 one line/epoch.")
 for _name in ("image_size", "batch_size", "epochs", "temperature", "head_depth", "proj_dim",
-              "width_multiplier", "keep_checkpoints", "steps_per_epoch"):
+              "width_multiplier", "keep_checkpoints", "steps_per_epoch", "loss_scale",
+              "small_view_size", "chunk_size"):
     common.positive(_name)
+flags.register_validator("small_views", lambda v: v >= 0, message="--small_views must be >= 0")
 
 
 def build_model(info, global_bn, augment_in_model):
@@ -65,17 +76,23 @@ def build_model(info, global_bn, augment_in_model):
     return build_simclr(
         backbone=FLAGS.backbone, stem=FLAGS.stem, width_multiplier=FLAGS.width_multiplier,
         head_depth=FLAGS.head_depth, proj_dim=FLAGS.proj_dim,
-        loss=losses.NTXent(FLAGS.temperature), synchronized_bn=global_bn,
+        loss=losses.get(FLAGS.loss, temperature=FLAGS.temperature, scale=FLAGS.loss_scale),
+        synchronized_bn=global_bn, chunk_size=FLAGS.chunk_size,
         augmenter=make_augmenter() if augment_in_model else None,
         probe_classes=info.num_classes if FLAGS.probe and info.num_classes > 1 else None,
     )
 
 
 def make_augmenter():
-    from keras_simclr import SimCLRAugment
+    """The view maker: SimCLRAugment, wrapped in MultiCropAugment with --small_views."""
+    from keras_simclr import MultiCropAugment, SimCLRAugment
 
-    return SimCLRAugment(FLAGS.image_size, jitter_strength=FLAGS.jitter_strength,
+    full = SimCLRAugment(FLAGS.image_size, jitter_strength=FLAGS.jitter_strength,
                          blur_prob=FLAGS.blur_prob, solarize_prob=FLAGS.solarize_prob)
+    if not FLAGS.small_views:
+        return full
+    return MultiCropAugment(full, small_views=FLAGS.small_views,
+                            small_view_size=FLAGS.small_view_size)
 
 
 def _cache_flag():
@@ -90,7 +107,7 @@ def main(argv):
     import keras
     import tensorflow as tf
 
-    from keras_simclr import data, distribute, optimizers, storage
+    from keras_simclr import data, distribute, optimizers, precision, storage
     from keras_simclr.callbacks import EpochCheckpoint, Throughput, latest_checkpoint
 
     started = time.perf_counter()
@@ -108,8 +125,9 @@ def main(argv):
                               f"{num_examples} images of {dataset}:{FLAGS.train_split}")
     if FLAGS.steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, FLAGS.steps_per_epoch)
-    augment_in_model = FLAGS.augment_in == "model" or (
-        FLAGS.augment_in == "auto" and tf.config.list_physical_devices("GPU"))
+    has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    augment_in_model = FLAGS.augment_in == "model" or (FLAGS.augment_in == "auto" and has_gpu)
+    policy = precision.set_precision(FLAGS.precision, has_gpu=has_gpu)
     logging.info("pretraining on %s:%s (%d images), %d steps/epoch, views made in the %s",
                  dataset, FLAGS.train_split, num_examples, steps_per_epoch,
                  "model" if augment_in_model else "input pipeline")
@@ -118,7 +136,7 @@ def main(argv):
     checkpoint_dir = os.path.join(model_dir, common.CHECKPOINT_DIR)
     config = {name: FLAGS[name].value for name in FLAGS
               if name not in _PREDEFINED and name != "verbose"}
-    config.update(dataset=dataset, replicas=replicas, global_bn=global_bn)
+    config.update(dataset=dataset, replicas=replicas, global_bn=global_bn, dtype_policy=policy)
     if chief:
         common.write_json(os.path.join(model_dir, common.CONFIG_FILE), config)
 

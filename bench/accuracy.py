@@ -18,7 +18,10 @@
 Flags this script does not know are passed to `apps.pretrain` after the flagfile, so a
 recipe can be varied from the command line. Prints progress, a JSON line with `--json`,
 and appends a row to bench/RESULTS.md (`--results=` to skip). The pretraining wall time
-reported is that of the whole `apps.pretrain` process; the calibration is reported apart.
+reported is that of the whole `apps.pretrain` process, beside its CPU time (user + system
+of the child, `RUSAGE_CHILDREN`) and their ratio (about the cores kept busy: 2.0 when both
+cores of a 2-core machine worked); the calibration is reported apart. On a machine shared
+with other work the budget is wall-clock, so fewer steps fit: compare recipes by CPU time.
 
     python bench/accuracy.py --minutes=30 --json
     python bench/accuracy.py --minutes=60 --flagfile=apps/configs/cifar10_cpu.cfg --temperature=0.3
@@ -40,9 +43,9 @@ from bench import common  # noqa: E402
 REPO = os.path.dirname(common.BENCH_DIR)
 SECTION = "## Accuracy per CPU budget (bench/accuracy.py)"
 HEADER = ("| date | CPU | cores | command | recipe | budget min | pretraining min "
-          "| steps (epochs x steps) | views/s | linear top-1 | kNN top-1 "
-          "| random-init linear | random-init kNN |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| pretraining CPU min (CPU/wall) | steps (epochs x steps) | views/s "
+          "| linear top-1 | kNN top-1 | random-init linear | random-init kNN |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 # Flags of apps.pretrain that this script sets itself.
 OWN_PRETRAIN_FLAGS = ("dataset", "train_split", "epochs", "steps_per_epoch", "model_dir",
                       "verbose", "flagfile")
@@ -122,7 +125,7 @@ def resolve_recipe(args):
 
 
 def run_pretrain(args, model_dir, epochs, steps_per_epoch, extra=()):
-    """Run apps.pretrain to completion; (wall seconds of the process, its summary.json)."""
+    """Run apps.pretrain to completion; (`Stopwatch` of the process, its summary.json)."""
     command = [sys.executable, "-m", "apps.pretrain", f"--flagfile={args.flagfile}",
                *args.pretrain_flags, *extra, f"--dataset={args.dataset}",
                f"--train_split={args.train_split}", f"--epochs={epochs}",
@@ -130,30 +133,29 @@ def run_pretrain(args, model_dir, epochs, steps_per_epoch, extra=()):
                "--verbose=2"]
     log_path = model_dir + ".log"
     say(" ".join(command[1:]) + f"  (log: {log_path})")
-    start = time.perf_counter()
-    with open(log_path, "w") as log:
+    with open(log_path, "w") as log, common.Stopwatch(children=True) as watch:
         status = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
-    wall = time.perf_counter() - start
     if status != 0:
         with open(log_path) as log:
             tail = "".join(log.readlines()[-10:])
         raise SystemExit(f"error: apps.pretrain exited with status {status}; end of "
                          f"{log_path}:\n{tail}")
     with open(os.path.join(model_dir, "summary.json")) as f:
-        return wall, json.load(f)
+        return watch, json.load(f)
 
 
 def calibrate(args, recipe, full_steps):
     """Steady steps/s and the fixed cost (s) of an apps.pretrain run with these flags."""
     steps = min(args.calibration_steps, full_steps)
     model_dir = os.path.join(args.work_dir, "calibration")
-    wall, summary = run_pretrain(args, model_dir, 2, steps)
+    watch, summary = run_pretrain(args, model_dir, 2, steps)
+    wall = watch.wall_s
     shutil.rmtree(model_dir, ignore_errors=True)
     steps_per_s = summary["views_per_s"] / (2 * recipe.batch_size)  # its second epoch
     overhead = wall - 2 * steps / steps_per_s
     say(f"calibration: {steps_per_s:.3f} steps/s, fixed cost {overhead:.0f} s "
         f"({wall:.0f} s for 2 x {steps} steps)")
-    return {"steps": 2 * steps, "wall_s": wall, "steps_per_s": steps_per_s,
+    return {"steps": 2 * steps, **watch.as_dict(), "steps_per_s": steps_per_s,
             "views_per_s": summary["views_per_s"], "overhead_s": overhead}
 
 
@@ -189,22 +191,22 @@ def evaluate(args, model_dir, recipe):
         encoders.append(("random_init", evaluation.random_init_like(model.encoder,
                                                                     args.random_init_seed)))
     for name, encoder in encoders:
-        start = time.perf_counter()
-        train_x, train_y, eval_x, eval_y = (
-            array for split in (args.train_split, args.eval_split)
-            for array in app_common.frozen_features(encoder, args.dataset, split, image_size,
-                                                    args.eval_batch_size))
-        linear = evaluation.linear_probe_on_features(train_x, train_y, eval_x, eval_y,
-                                                     regularization=args.regularization)
-        knn = evaluation.knn_accuracy(train_x, train_y, eval_x, eval_y, args.k,
-                                      args.knn_temperature)
+        with common.Stopwatch() as watch:
+            train_x, train_y, eval_x, eval_y = (
+                array for split in (args.train_split, args.eval_split)
+                for array in app_common.frozen_features(encoder, args.dataset, split,
+                                                        image_size, args.eval_batch_size))
+            linear = evaluation.linear_probe_on_features(train_x, train_y, eval_x, eval_y,
+                                                         regularization=args.regularization)
+            knn = evaluation.knn_accuracy(train_x, train_y, eval_x, eval_y, args.k,
+                                          args.knn_temperature)
         results[name] = {"linear_top1": linear["top1"], "linear_top5": linear["top5"],
                          "knn_top1": knn["top1"], "knn_top5": knn["top5"],
                          "num_train": linear["num_train"], "num_eval": linear["num_eval"],
-                         "seconds": time.perf_counter() - start}
+                         "seconds": watch.wall_s, "cpu_seconds": watch.cpu_s}
         say(f"{name}: linear top-1 {100 * linear['top1']:.2f}%, kNN top-1 "
             f"{100 * knn['top1']:.2f}% on {args.eval_split} "
-            f"({results[name]['seconds']:.0f} s)")
+            f"({watch.wall_s:.0f} s wall, {watch.cpu_s:.0f} s CPU)")
     return results
 
 
@@ -253,17 +255,19 @@ def main(argv=None):
         f"{p['steps_per_epoch']} (a full pass is {full_steps}), warm-up {p['warmup_steps']} "
         f"steps, for {budget_text(args)}")
     model_dir = os.path.join(args.work_dir, "pretrain")
-    wall, summary = run_pretrain(args, model_dir, p["epochs"], p["steps_per_epoch"],
+    watch, summary = run_pretrain(args, model_dir, p["epochs"], p["steps_per_epoch"],
                                  [f"--warmup_epochs={p['warmup_epochs']!r}"])
-    result.update(pretrain_wall_s=wall, pretrain_summary=summary,
+    wall = watch.wall_s
+    result.update(**watch.as_dict("pretrain_"), pretrain_summary=summary,
                   over_budget_s=None if args.total_steps else wall - 60 * args.minutes)
     say(f"pretraining took {wall / 60:.1f} min"
         + ("" if args.total_steps else f" ({wall - 60 * args.minutes:+.0f} s against the budget)")
-        + f", {summary.get('views_per_s') or 0:.0f} views/s")
+        + f", {summary.get('views_per_s') or 0:.0f} views/s, {watch.cpu_s / 60:.1f} CPU min "
+        f"(CPU/wall {watch.cpu_over_wall:.2f})")
 
-    start = time.perf_counter()
-    evaluations = evaluate(args, model_dir, recipe)
-    result["eval_s"] = time.perf_counter() - start
+    with common.Stopwatch() as evaluation_watch:
+        evaluations = evaluate(args, model_dir, recipe)
+    result.update(evaluation_watch.as_dict("eval_"))
     result["evaluations"] = evaluations
     for name, prefix in (("pretrained", ""), ("random_init", "random_")):
         for metric in ("linear_top1", "knn_top1"):
@@ -284,6 +288,7 @@ def main(argv=None):
             recipe_cell(result), "-" if args.total_steps else f"{args.minutes:g}",
             f"{wall / 60:.1f}" + (f" (+{result['calibration']['wall_s'] / 60:.1f} calibration)"
                                    if result["calibration"] else ""),
+            common.time_cell(wall / 60, watch.cpu_s / 60),
             f"{p['total_steps']} ({p['epochs']} x {p['steps_per_epoch']})",
             f"{summary.get('views_per_s') or 0:.0f}",
             percent(result["linear_top1"]), percent(result["knn_top1"]),

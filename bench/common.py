@@ -1,9 +1,20 @@
-"""What the benchmark scripts share: the machine description and the RESULTS.md tables."""
+"""What the benchmark scripts share: the machine, honest timing and the RESULTS.md tables.
+
+Timing: every figure of wall time comes with the process CPU time of the same interval
+(`Stopwatch`), and their ratio CPU / wall, about the number of cores kept busy (2.0 when
+both cores of a 2-core machine worked, lower when the process waited for the CPU or for
+input). On a machine shared with other work, wall times are inflated by the others while
+CPU times are not (much), so variants are compared by CPU time.
+"""
+from __future__ import annotations
+
 import datetime
 import os
 import platform
+import resource
 import shlex
 import sys
+import time
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(BENCH_DIR, "RESULTS.md")
@@ -11,7 +22,8 @@ CIFAR10_FOLDER = "folder:" + os.path.normpath(
     os.path.join(BENCH_DIR, "..", "..", "shared", "data", "cifar10"))
 
 
-def cpu_model():
+def cpu_model() -> str:
+    """The CPU's model name as /proc/cpuinfo (or `platform`) reports it."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -22,27 +34,142 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
-def cores():
+def cores() -> int:
+    """CPU cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def run_info(script):
+def run_info(script: str) -> dict:
     """Date, machine and the exact command of this run, for the JSON line and RESULTS.md."""
     return {"date": datetime.date.today().isoformat(), "cpu": cpu_model(), "cores": cores(),
             "command": " ".join(["python", script] + [shlex.quote(a) for a in sys.argv[1:]])}
 
 
-def append_row(path, section, header, cells):
-    """Append one table row under `section` of the Markdown file (created when missing)."""
-    row = "| " + " | ".join(cells) + " |"
-    text = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
+# ----------------------------------------------------------------------------------------
+# Timing: wall and CPU time side by side.
+
+
+def cpu_seconds(children: bool = False) -> float:
+    """User + system CPU seconds of this process (all its threads), or of its children.
+
+    `children=True` counts the child processes that have ended and been waited for
+    (`RUSAGE_CHILDREN`), e.g. those of `subprocess.run`.
+    """
+    if not children:
+        return time.process_time()
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_over_wall(cpu_s: float, wall_s: float) -> float | None:
+    """CPU seconds per wall second (cores kept busy on average); None for no wall time."""
+    return cpu_s / wall_s if wall_s > 0 else None
+
+
+class Stopwatch:
+    """Wall and CPU time of a `with` block (of this process, or of the children it waited for).
+
+        with Stopwatch() as watch:
+            work()
+        watch.wall_s, watch.cpu_s, watch.cpu_over_wall
+    """
+
+    def __init__(self, children: bool = False):
+        self.children = children
+        self.wall_s = self.cpu_s = 0.0
+
+    def __enter__(self) -> "Stopwatch":
+        self._wall = time.perf_counter()
+        self._cpu = cpu_seconds(self.children)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall_s = time.perf_counter() - self._wall
+        self.cpu_s = cpu_seconds(self.children) - self._cpu
+
+    @property
+    def cpu_over_wall(self) -> float | None:
+        return cpu_over_wall(self.cpu_s, self.wall_s)
+
+    def as_dict(self, prefix: str = "", per: int = 1) -> dict:
+        """`{prefix}wall_s`, `{prefix}cpu_s` (divided by `per`, e.g. steps) and the ratio."""
+        return {f"{prefix}wall_s": self.wall_s / per, f"{prefix}cpu_s": self.cpu_s / per,
+                f"{prefix}cpu_over_wall": self.cpu_over_wall}
+
+
+def time_cell(wall_s: float | None, cpu_s: float | None, digits: int = 1) -> str:
+    """A RESULTS.md cell "CPU s (CPU/wall)", e.g. "41.2 (1.93)"; "-" when not measured."""
+    if wall_s is None or cpu_s is None:
+        return "-"
+    ratio = cpu_over_wall(cpu_s, wall_s)
+    return f"{cpu_s:.{digits}f} ({ratio:.2f})" if ratio is not None else f"{cpu_s:.{digits}f}"
+
+
+# ----------------------------------------------------------------------------------------
+# RESULTS.md tables.
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def migrate_table(lines: list[str], header: str) -> list[str]:
+    """The table `lines` (header, separator, rows) under a new `header` (two lines).
+
+    Columns are matched by name: a row keeps its cells under their old column names and
+    gets "-" in the new ones, so a table stays valid Markdown when a bench adds a column.
+    Raises ValueError when the new header drops one of the old columns.
+    """
+    old_names = _cells(lines[0])
+    new_header = header.strip("\n").split("\n")
+    new_names = _cells(new_header[0])
+    missing = [name for name in old_names if name not in new_names]
+    if missing:
+        raise ValueError(f"the new header drops the columns {missing}")
+    rows = []
+    for line in lines[2:]:
+        by_name = dict(zip(old_names, _cells(line)))
+        rows.append("| " + " | ".join(by_name.get(name, "-") for name in new_names) + " |")
+    return new_header + rows
+
+
+def _update_section(text: str, section: str, header: str, row: str | None) -> str:
     if section not in text:
-        text = text.rstrip("\n") + f"\n\n{section}\n\n{header}\n"
-    # Insert after the last row of this section's table, before any later section.
+        text = text.rstrip("\n") + f"\n\n{section}\n\n{header.strip(chr(10))}\n"
     start = text.index(section)
     end = text.find("\n## ", start + len(section))
     end = len(text) if end < 0 else end + 1
-    body = text[start:end].rstrip("\n") + "\n" + row + "\n"
-    text = text[:start] + body + ("\n" + text[end:] if end < len(text) else "")
+    lines = text[start:end].rstrip("\n").split("\n")
+    table_at = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    table_end = next((i for i in range(table_at, len(lines)) if not lines[i].startswith("|")),
+                     len(lines))
+    table = lines[table_at:table_end]
+    if table[:2] != header.strip("\n").split("\n"):
+        table = migrate_table(table, header)
+    body = "\n".join(lines[:table_at] + table + ([row] if row else [])
+                     + lines[table_end:]) + "\n"
+    return text[:start] + body + ("\n" + text[end:] if end < len(text) else "")
+
+
+def append_row(path: str, section: str, header: str, cells: list[str]) -> None:
+    """Append one table row under `section` of the Markdown file (created when missing).
+
+    A table whose header differs from `header` is migrated first (`migrate_table`).
+    """
+    row = "| " + " | ".join(cells) + " |"
+    if len(cells) != len(_cells(header.split("\n")[0])):
+        raise ValueError(f"{len(cells)} cells for a table of "
+                         f"{len(_cells(header.split(chr(10))[0]))} columns")
+    text = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
     with open(path, "w") as f:
-        f.write(text)
+        f.write(_update_section(text, section, header, row))
+
+
+def migrate_results(path: str, section: str, header: str) -> None:
+    """Bring the table of `section` to `header` without adding a row (no-op if absent)."""
+    if not os.path.exists(path):
+        return
+    text = open(path).read()
+    if section in text:
+        with open(path, "w") as f:
+            f.write(_update_section(text, section, header, None))

@@ -6,7 +6,8 @@ kernel and, except for the first layer, whose input is the image, of the input),
 `keras.layers.Conv2D` computes it and once as `conv.SmallMapConv2D` does (the same where
 the map is larger than the kernel). Prints a table with the nominal and useful GFLOP/s of
 each (useful: kernel taps that read data, not "same" padding; see bench/throughput.py)
-and appends the totals to bench/RESULTS.md.
+and appends the totals to bench/RESULTS.md. Every time is taken as wall and as process CPU
+seconds (medians of each), with the ratio CPU / wall (about the cores kept busy).
 
     python bench/conv_layers.py --backbone=resnet18 --stem=imagenet --image_size=32
 """
@@ -15,7 +16,6 @@ import json
 import os
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -28,8 +28,9 @@ from keras_simclr import backbones, conv  # noqa: E402
 
 SECTION = "## Convolutions of the train step, one by one (bench/conv_layers.py)"
 HEADER = ("| date | CPU | cores | command | model | Conv2D s/step | SmallMapConv2D s/step "
+          "| Conv2D CPU s/step (CPU/wall) | SmallMapConv2D CPU s/step (CPU/wall) "
           "| layers on the matmul path | slowest layers (Conv2D → SmallMapConv2D, ms) |\n"
-          "|---|---|---|---|---|---|---|---|---|")
+          "|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def parse_args(argv):
@@ -47,7 +48,7 @@ def parse_args(argv):
 
 
 def time_layer(convolution_op, input_shape, kernel_shape, views, repeats, input_gradient):
-    """Median seconds of forward + backward of one convolution on `views` inputs."""
+    """Median (wall, CPU) seconds of forward + backward of one convolution on `views` inputs."""
     x = tf.random.normal((views, *input_shape[1:]))
     kernel = tf.Variable(tf.random.normal(kernel_shape, stddev=0.05))
 
@@ -61,12 +62,13 @@ def time_layer(convolution_op, input_shape, kernel_shape, views, repeats, input_
 
     for _ in range(2):
         [g.numpy() for g in step(x)]
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        [g.numpy() for g in step(x)]
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        with common.Stopwatch() as watch:
+            [g.numpy() for g in step(x)]
+        wall.append(watch.wall_s)
+        cpu.append(watch.cpu_s)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def main(argv=None):
@@ -89,14 +91,15 @@ def main(argv=None):
         plain = keras.layers.Conv2D.from_config(layer.get_config())
         timing = (shape, layer.kernel.shape, views, args.repeats, not first)
         entry = {"name": layer.name, "input": list(shape[1:]),
-                 "matmul_path": bool(layer.uses_matmul(shape)),
-                 "conv2d_s": time_layer(plain.convolution_op, *timing),
-                 "small_map_s": time_layer(layer.convolution_op, *timing)}
+                 "matmul_path": bool(layer.uses_matmul(shape))}
+        entry["conv2d_s"], entry["conv2d_cpu_s"] = time_layer(plain.convolution_op, *timing)
+        entry["small_map_s"], entry["small_map_cpu_s"] = time_layer(layer.convolution_op,
+                                                                    *timing)
         entry.update(nominal_gflop=nominal / 1e9, useful_gflop=useful / 1e9)
         layers.append(entry)
         first = False
     result["layers"] = layers
-    for key in ("conv2d_s", "small_map_s"):
+    for key in ("conv2d_s", "small_map_s", "conv2d_cpu_s", "small_map_cpu_s"):
         result[key] = sum(entry[key] for entry in layers)
 
     print(f"{'layer':28s} {'input':>14s} {'path':>6s} {'Conv2D ms':>10s} {'GFLOP/s':>8s} "
@@ -107,8 +110,9 @@ def main(argv=None):
               f"{1000 * e['conv2d_s']:10.1f} {e['nominal_gflop'] / e['conv2d_s']:8.1f} "
               f"{1000 * e['small_map_s']:12.1f} {e['nominal_gflop'] / e['small_map_s']:8.1f} "
               f"{e['useful_gflop'] / e['small_map_s']:7.1f}")
-    print(f"all convolutions: Conv2D {result['conv2d_s']:.3f} s, SmallMapConv2D "
-          f"{result['small_map_s']:.3f} s per step of {views} views")
+    print(f"all convolutions: Conv2D {result['conv2d_s']:.3f} s wall, "
+          f"{result['conv2d_cpu_s']:.3f} s CPU; SmallMapConv2D {result['small_map_s']:.3f} s "
+          f"wall, {result['small_map_cpu_s']:.3f} s CPU per step of {views} views")
     if args.json:
         print(json.dumps(result))
     if args.results:
@@ -118,6 +122,8 @@ def main(argv=None):
             f"{args.backbone}, {args.stem} stem, width {args.width_multiplier:g}, "
             f"{args.image_size} px, {views} views",
             f"{result['conv2d_s']:.3f}", f"{result['small_map_s']:.3f}",
+            common.time_cell(result["conv2d_s"], result["conv2d_cpu_s"], digits=3),
+            common.time_cell(result["small_map_s"], result["small_map_cpu_s"], digits=3),
             str(sum(e["matmul_path"] for e in layers)),
             ", ".join(f"{e['name']} {tuple(e['input'])}: {1000 * e['conv2d_s']:.0f} → "
                       f"{1000 * e['small_map_s']:.0f}" for e in slowest)])

@@ -11,7 +11,11 @@ Measures, in one run on this machine:
 3. training fed by the pipeline (both running at once), which shows whether the train step
    waits for input.
 
-The pipeline must deliver at least 3x the train step's views/s (issue 3). Prints a summary,
+The pipeline must deliver at least 3x the train step's views/s (issue 3). Each rate comes
+with the process CPU seconds per 1000 views (all threads) and the ratio CPU / wall (about
+the cores kept busy); on a shared machine wall-clock rates are inflated by other work, and
+the pipeline / train step ratio by CPU time (train step CPU per view over pipeline CPU per
+view) is the one to trust. Prints a summary,
 a JSON line with `--json`, and appends a row to bench/RESULTS.md (`--results=` to skip).
 Run it on an otherwise idle machine: both halves use every core.
 
@@ -21,7 +25,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -35,8 +38,9 @@ from keras_simclr import SimCLRAugment, build_simclr, data, optimizers  # noqa: 
 SECTION = "## Input pipeline (bench/input_pipeline.py)"
 HEADER = ("| date | CPU | cores | command | pipeline views/s (cached) | first epoch views/s "
           "| images/s (no augmentation) | train step views/s | pipeline / train step "
-          "| training fed by the pipeline, views/s |\n"
-          "|---|---|---|---|---|---|---|---|---|---|")
+          "| training fed by the pipeline, views/s | pipeline CPU s per 1000 views (CPU/wall) "
+          "| train step CPU s per 1000 views (CPU/wall) | pipeline / train step by CPU time |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def parse_args(argv):
@@ -60,14 +64,22 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def timed(iterable, limit):
-    """(items, seconds) for iterating up to `limit` items (0: all) of `iterable`."""
-    count, start = 0, time.perf_counter()
-    for _ in iterable:
-        count += 1
-        if count == limit:
-            break
-    return count, time.perf_counter() - start
+def timed(iterable, limit: int) -> tuple[int, common.Stopwatch]:
+    """(items, wall and CPU `Stopwatch`) for iterating up to `limit` items (0: all)."""
+    count = 0
+    with common.Stopwatch() as watch:
+        for _ in iterable:
+            count += 1
+            if count == limit:
+                break
+    return count, watch
+
+
+def per_1000_views(watch: common.Stopwatch, views: int, prefix: str) -> dict:
+    """Wall and CPU seconds per 1000 views of `watch` and their ratio, keys `prefix...`."""
+    return {f"{prefix}wall_s_per_1000_views": 1000 * watch.wall_s / views,
+            f"{prefix}cpu_s_per_1000_views": 1000 * watch.cpu_s / views,
+            f"{prefix}cpu_over_wall": watch.cpu_over_wall}
 
 
 def pretrain_dataset(args, augment):
@@ -82,16 +94,17 @@ def pipeline_rates(args, ds):
     """Views/s of `ds` (views made in the pipeline) over its first epoch, which decodes
     every file and fills the cache, and over a cached epoch; images/s without views."""
     views_per_batch = 2 * args.batch_size
-    first_batches, first_seconds = timed(ds, 0)
-    batches, seconds = timed(ds, args.pipeline_batches)
+    first_batches, first = timed(ds, 0)
+    batches, cached = timed(ds, args.pipeline_batches)
     plain = pretrain_dataset(args, augment=False)
     timed(plain, 0)
-    plain_batches, plain_seconds = timed(plain, args.pipeline_batches)
+    plain_batches, plain_watch = timed(plain, args.pipeline_batches)
     return {
-        "first_epoch_views_per_s": first_batches * views_per_batch / first_seconds,
-        "first_epoch_s": first_seconds,
-        "pipeline_views_per_s": batches * views_per_batch / seconds,
-        "images_per_s": plain_batches * args.batch_size / plain_seconds,
+        "first_epoch_views_per_s": first_batches * views_per_batch / first.wall_s,
+        "first_epoch_s": first.wall_s, "first_epoch_cpu_s": first.cpu_s,
+        "pipeline_views_per_s": batches * views_per_batch / cached.wall_s,
+        **per_1000_views(cached, batches * views_per_batch, "pipeline_"),
+        "images_per_s": plain_batches * args.batch_size / plain_watch.wall_s,
     }
 
 
@@ -101,24 +114,26 @@ def build_model(args):
     return model
 
 
-def train_step_rate(args, model):
-    """Views/s of `train_step` on one batch of views held in memory."""
+def train_step_rate(args, model) -> dict:
+    """Views/s and time per 1000 views of `train_step` on a batch of views in memory."""
     shape = (args.batch_size, args.image_size, args.image_size, 3)
     views = {key: tf.random.uniform(shape, seed=i) for i, key in enumerate(("view_1", "view_2"))}
     batch = tf.data.Dataset.from_tensors((views, tf.zeros([args.batch_size], tf.int64)))
     model.fit(batch.repeat(), steps_per_epoch=2, epochs=1, verbose=0)  # trace, warm up
-    start = time.perf_counter()
-    model.fit(batch.repeat(), steps_per_epoch=args.train_steps, epochs=1, verbose=0)
-    return 2 * args.batch_size * args.train_steps / (time.perf_counter() - start)
+    with common.Stopwatch() as watch:
+        model.fit(batch.repeat(), steps_per_epoch=args.train_steps, epochs=1, verbose=0)
+    views = 2 * args.batch_size * args.train_steps
+    return {"train_step_views_per_s": views / watch.wall_s,
+            **per_1000_views(watch, views, "train_step_")}
 
 
 def fed_rate(args, model, ds):
     """Views/s of training on the pipeline `ds` (its cache filled), both running at once."""
     ds = ds.repeat()
     model.fit(ds, steps_per_epoch=2, epochs=1, verbose=0)
-    start = time.perf_counter()
-    model.fit(ds, steps_per_epoch=args.fed_steps, epochs=1, verbose=0)
-    return 2 * args.batch_size * args.fed_steps / (time.perf_counter() - start)
+    with common.Stopwatch() as watch:
+        model.fit(ds, steps_per_epoch=args.fed_steps, epochs=1, verbose=0)
+    return 2 * args.batch_size * args.fed_steps / watch.wall_s
 
 
 def append_row(path, result):
@@ -128,6 +143,9 @@ def append_row(path, result):
         f"{result['images_per_s']:.0f}", f"{result['train_step_views_per_s']:.0f}",
         f"{result['pipeline_over_train_step']:.1f}x",
         f"{result['fed_views_per_s']:.0f}" if result["fed_views_per_s"] else "-",
+        *(f"{result[p + 'cpu_s_per_1000_views']:.2f} ({result[p + 'cpu_over_wall']:.2f})"
+          for p in ("pipeline_", "train_step_")),
+        f"{result['pipeline_over_train_step_by_cpu']:.1f}x",
     ])
 
 
@@ -141,9 +159,11 @@ def main(argv=None):
     views = pretrain_dataset(args, augment=True)
     result.update(pipeline_rates(args, views))
     model = build_model(args)
-    result["train_step_views_per_s"] = train_step_rate(args, model)
+    result.update(train_step_rate(args, model))
     result["pipeline_over_train_step"] = (result["pipeline_views_per_s"]
                                           / result["train_step_views_per_s"])
+    result["pipeline_over_train_step_by_cpu"] = (result["train_step_cpu_s_per_1000_views"]
+                                                 / result["pipeline_cpu_s_per_1000_views"])
     result["fed_views_per_s"] = fed_rate(args, model, views) if args.fed_steps else None
     print(f"pipeline: {result['pipeline_views_per_s']:.0f} views/s cached "
           f"({result['first_epoch_views_per_s']:.0f} over the first epoch, "
@@ -152,6 +172,11 @@ def main(argv=None):
     print(f"train step ({result['model']}, {args.image_size} px, batch {args.batch_size}): "
           f"{result['train_step_views_per_s']:.0f} views/s; pipeline / train step = "
           f"{result['pipeline_over_train_step']:.1f}x (target >= 3x)")
+    print(f"CPU s per 1000 views: pipeline {result['pipeline_cpu_s_per_1000_views']:.2f} "
+          f"(CPU/wall {result['pipeline_cpu_over_wall']:.2f}), train step "
+          f"{result['train_step_cpu_s_per_1000_views']:.2f} (CPU/wall "
+          f"{result['train_step_cpu_over_wall']:.2f}); pipeline / train step by CPU time = "
+          f"{result['pipeline_over_train_step_by_cpu']:.1f}x")
     if result["fed_views_per_s"]:
         print(f"training fed by the pipeline: {result['fed_views_per_s']:.0f} views/s")
     if args.json:

@@ -15,12 +15,29 @@ Measures in one run, after warm-up, the median over --steps steps of
   where most taps read padding (a 1x1 map: 1 of 9), and `SmallMapConv2D` skips that work,
   so the nominal rate there overstates what the CPU computes; this one does not;
 - `peak_gflops_per_s`: the best of a large float32 matmul in TensorFlow and in NumPy on
-  this machine, measured in the same run, so `utilization` is machine-independent.
+  this machine, measured in the same run, so `utilization` is machine-independent;
+- `cpu_utilization`: the same ratio by CPU time, training GFLOP per CPU second of the step
+  over the matmul's GFLOP per CPU second, which other processes sharing the machine
+  distort far less than the wall-clock ratio.
+
+Every step time is taken twice: wall seconds and process CPU seconds (all threads,
+`time.process_time`), with their ratio (about the number of cores kept busy); on a shared
+machine other processes inflate the wall time, so precisions are compared by CPU time.
+
+Precisions (`--precisions`, default float32 and mixed_bfloat16) are measured side by side
+in one process: each model is built under its Keras dtype policy (`precision.set_precision`,
+float32 restored after), and the train-step measurements alternate between them in
+--rounds rounds (A B A B ...), each precision's figure the median over all its steps. The
+row also gives the CPU's native bfloat16 support (`precision.cpu_bfloat16_support`): where
+it is "none" (AVX2-only CPUs, e.g. AMD EPYC before Zen 4) TensorFlow emulates bfloat16 and
+mixed_bfloat16 is slower than float32, so measure it with few steps at a small batch.
 
     python bench/throughput.py --dataset=folder:../shared/data/cifar10 --backbone=resnet18 \\
         --stem=imagenet --image_size=32 --batch_size=256 --steps=20 --json
+    python bench/throughput.py --batch_size=64 --steps=3 --rounds=3 --skip_end_to_end
 """
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -35,13 +52,15 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from bench import common  # noqa: E402
-from keras_simclr import ProjectionHead, SimCLRAugment, backbones, build_simclr, conv, data, optimizers  # noqa: E402
+from keras_simclr import (  # noqa: E402
+    ProjectionHead, SimCLRAugment, backbones, build_simclr, conv, data, optimizers, precision)
 
 SECTION = "## Pretraining throughput (bench/throughput.py)"
-HEADER = ("| date | CPU | cores | command | views/s end to end | train step views/s "
-          "| end to end / step | GFLOP/s | useful GFLOP/s | peak GFLOP/s | utilization "
-          "| useful utilization |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|")
+HEADER = ("| date | CPU | cores | command | precision | bf16 support | views/s end to end "
+          "| train step views/s | train step CPU s/step (CPU/wall) | CPU time against "
+          "the first precision | end to end / step | GFLOP/s | useful GFLOP/s "
+          "| peak GFLOP/s | utilization | useful utilization | utilization by CPU time |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def parse_args(argv):
@@ -53,29 +72,52 @@ def parse_args(argv):
     parser.add_argument("--width_multiplier", type=float, default=1.0)
     parser.add_argument("--image_size", type=int, default=32)
     parser.add_argument("--batch_size", type=int, default=256, help="global batch (images)")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
+    parser.add_argument("--steps", type=int, default=20,
+                        help="timed steps per measurement (per round for the train step)")
     parser.add_argument("--warmup_steps", type=int, default=3)
+    parser.add_argument("--precisions", default="float32,mixed_bfloat16",
+                        help="comma-separated Keras dtype policies (keras_simclr.precision)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating rounds of train-step measurements per precision")
     parser.add_argument("--augment_in", default="data", choices=["data", "model"])
     parser.add_argument("--intra_op_threads", type=int, default=0, help="0: TensorFlow's choice")
     parser.add_argument("--inter_op_threads", type=int, default=0, help="0: TensorFlow's choice")
     parser.add_argument("--skip_end_to_end", action="store_true")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.add_argument("--results", default=common.RESULTS,
-                        help="Markdown file to append a row to ('' to skip)")
-    return parser.parse_args(argv)
+                        help="Markdown file to append the rows to ('' to skip)")
+    args = parser.parse_args(argv)
+    args.precisions = [p.strip() for p in args.precisions.split(",")]
+    if args.warmup_steps < 1 or args.steps < 1 or args.rounds < 1:
+        parser.error("--warmup_steps, --steps and --rounds must be at least 1")
+    for name in args.precisions:
+        if name not in precision.PRECISIONS:
+            parser.error(f"--precisions: {name!r} is not one of {precision.PRECISIONS}")
+    return args
 
 
 class StepTimes(keras.callbacks.Callback):
-    """Wall time of every training batch."""
+    """Wall and process CPU seconds of every training batch."""
 
     def on_train_batch_begin(self, batch, logs=None):
-        self._start = time.perf_counter()
+        self._start = (time.perf_counter(), common.cpu_seconds())
 
     def on_train_batch_end(self, batch, logs=None):
-        self.times.append(time.perf_counter() - self._start)
+        self.times.append(time.perf_counter() - self._start[0])
+        self.cpu_times.append(common.cpu_seconds() - self._start[1])
 
     def on_train_begin(self, logs=None):
-        self.times = []
+        self.times, self.cpu_times = [], []
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Keras' global dtype policy set for `name` inside the block, float32 after it."""
+    precision.set_precision(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy("float32")
 
 
 def build_model(args, augment_in_model):
@@ -87,12 +129,56 @@ def build_model(args, augment_in_model):
     return model
 
 
-def median_views_per_s(model, dataset, args):
-    """Median views/s of fit steps on `dataset`, after warm-up steps."""
+def step_times(model, dataset, steps: int, skip: int = 0) -> tuple[list, list]:
+    """(wall, CPU) seconds of each of `steps` fit steps on `dataset`, less the first `skip`."""
     timer = StepTimes()
-    model.fit(dataset, steps_per_epoch=args.warmup_steps + args.steps, epochs=1, verbose=0,
-              callbacks=[timer], shuffle=False)
-    return 2 * args.batch_size / statistics.median(timer.times[args.warmup_steps:])
+    model.fit(dataset, steps_per_epoch=skip + steps, epochs=1, verbose=0, callbacks=[timer],
+              shuffle=False)
+    return timer.times[skip:], timer.cpu_times[skip:]
+
+
+def step_figures(args, wall: list, cpu: list, prefix: str) -> dict:
+    """Medians of per-step wall and CPU seconds as `{prefix}views_per_s` and friends."""
+    wall_s, cpu_s = statistics.median(wall), statistics.median(cpu)
+    return {f"{prefix}views_per_s": 2 * args.batch_size / wall_s,
+            f"{prefix}wall_s": wall_s, f"{prefix}cpu_s": cpu_s,
+            f"{prefix}cpu_over_wall": common.cpu_over_wall(cpu_s, wall_s),
+            f"{prefix}steps_timed": len(wall), f"{prefix}batch_size": args.batch_size}
+
+
+def measure_train_steps(args) -> dict:
+    """Train step alone, every precision, alternating in --rounds rounds: {name: figures}."""
+    shape = (args.batch_size, args.image_size, args.image_size, 3)
+    views = {key: tf.random.uniform(shape, seed=i) for i, key in enumerate(("view_1", "view_2"))}
+    in_memory = tf.data.Dataset.from_tensors(
+        (views, tf.zeros([args.batch_size], tf.int64))).repeat()
+    models, times = {}, {name: ([], []) for name in args.precisions}
+    for name in args.precisions:
+        with dtype_policy(name):
+            models[name] = build_model(args, augment_in_model=False)
+            step_times(models[name], in_memory, 0, skip=args.warmup_steps)  # trace, warm up
+    for round_index in range(args.rounds):
+        for name in args.precisions:
+            with dtype_policy(name):
+                wall, cpu = step_times(models[name], in_memory, args.steps)
+            times[name][0].extend(wall)
+            times[name][1].extend(cpu)
+            print(f"round {round_index + 1}, {name}: {statistics.median(wall):.2f} s wall, "
+                  f"{statistics.median(cpu):.2f} s CPU per step", file=sys.stderr, flush=True)
+    return {name: step_figures(args, *times[name], "step_") for name in args.precisions}
+
+
+def measure_end_to_end(args, name: str) -> dict:
+    """Fit steps fed by the real input pipeline, under the dtype policy `name`."""
+    augment_in_model = args.augment_in == "model"
+    pipeline = data.pretrain_dataset(
+        args.dataset, args.split, image_size=args.image_size,
+        global_batch_size=args.batch_size, cache=True,
+        augmenter=None if augment_in_model else SimCLRAugment(args.image_size))
+    with dtype_policy(name):
+        model = build_model(args, augment_in_model)
+        wall, cpu = step_times(model, pipeline.repeat(), args.steps, skip=args.warmup_steps)
+    return step_figures(args, wall, cpu, "")
 
 
 def training_flops_per_view(args):
@@ -116,21 +202,56 @@ def training_flops_per_view(args):
     return 3 * 2 * (nominal + head_macs), 3 * 2 * (useful + head_macs)
 
 
-def peak_gflops_per_s(size=4096, repeats=5):
-    """Best GFLOP/s of a size x size float32 matmul, TensorFlow and NumPy."""
+def peak_gflops(size: int = 4096, repeats: int = 5) -> dict:
+    """Best GFLOP/s and GFLOP per CPU second of a size x size float32 matmul (TF and NumPy)."""
     a = np.random.default_rng(0).standard_normal((size, size), np.float32)
     b = np.random.default_rng(1).standard_normal((size, size), np.float32)
     matmul = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
     ta, tb = tf.constant(a), tf.constant(b)
     matmul(ta, tb)
-    best = 0.0
+    best = {"peak_gflops_per_s": 0.0, "peak_gflops_per_cpu_s": 0.0}
     for run in (lambda: matmul(ta, tb).numpy(), lambda: a @ b):
         run()
         for _ in range(repeats):
-            start = time.perf_counter()
-            run()
-            best = max(best, 2 * size ** 3 / (time.perf_counter() - start) / 1e9)
+            with common.Stopwatch() as watch:
+                run()
+            gflop = 2 * size ** 3 / 1e9
+            best["peak_gflops_per_s"] = max(best["peak_gflops_per_s"], gflop / watch.wall_s)
+            best["peak_gflops_per_cpu_s"] = max(best["peak_gflops_per_cpu_s"],
+                                                gflop / max(watch.cpu_s, 1e-9))
     return best
+
+
+def derived_figures(figures: dict, nominal: float, useful: float, peak: dict) -> dict:
+    """FLOP rates and utilisation (by wall and by CPU time) of one precision's train step."""
+    out = {"training_gflops_per_view": nominal / 1e9,
+           "useful_training_gflops_per_view": useful / 1e9}
+    out["gflops_per_s"] = out["training_gflops_per_view"] * figures["step_views_per_s"]
+    out["useful_gflops_per_s"] = (out["useful_training_gflops_per_view"]
+                                  * figures["step_views_per_s"])
+    out["utilization"] = out["gflops_per_s"] / peak["peak_gflops_per_s"]
+    out["useful_utilization"] = out["useful_gflops_per_s"] / peak["peak_gflops_per_s"]
+    out["cpu_utilization"] = (out["training_gflops_per_view"] * 2 * figures["step_batch_size"]
+                              / figures["step_cpu_s"] / peak["peak_gflops_per_cpu_s"])
+    if "views_per_s" in figures:
+        out["end_to_end_over_step"] = figures["views_per_s"] / figures["step_views_per_s"]
+    return out
+
+
+def row(result: dict, name: str) -> list[str]:
+    """The RESULTS.md cells of one precision."""
+    r = result["by_precision"][name]
+    first = result["by_precision"][result["precisions"][0]]
+    return [result["date"], result["cpu"], str(result["cores"]), f"`{result['command']}`",
+            name, result["cpu_bfloat16_support"],
+            f"{r['views_per_s']:.0f}" if "views_per_s" in r else "-",
+            f"{r['step_views_per_s']:.0f}",
+            common.time_cell(r["step_wall_s"], r["step_cpu_s"], digits=2),
+            f"{r['step_cpu_s'] / first['step_cpu_s']:.2f}x",
+            f"{100 * r['end_to_end_over_step']:.0f}%" if "views_per_s" in r else "-",
+            f"{r['gflops_per_s']:.1f}", f"{r['useful_gflops_per_s']:.1f}",
+            f"{result['peak_gflops_per_s']:.1f}", f"{100 * r['utilization']:.0f}%",
+            f"{100 * r['useful_utilization']:.0f}%", f"{100 * r['cpu_utilization']:.0f}%"]
 
 
 def main(argv=None):
@@ -143,51 +264,44 @@ def main(argv=None):
     result = common.run_info("bench/throughput.py")
     result.update(vars(args))
     result.pop("results")
+    result["cpu_bfloat16_support"] = precision.cpu_bfloat16_support()
 
-    # The train step alone, on one batch of views held in memory.
-    shape = (args.batch_size, args.image_size, args.image_size, 3)
-    views = {key: tf.random.uniform(shape, seed=i) for i, key in enumerate(("view_1", "view_2"))}
-    in_memory = tf.data.Dataset.from_tensors((views, tf.zeros([args.batch_size], tf.int64)))
-    step_model = build_model(args, augment_in_model=False)
-    result["step_views_per_s"] = median_views_per_s(step_model, in_memory.repeat(), args)
+    with common.Stopwatch() as whole:
+        by_precision = measure_train_steps(args)
+        if not args.skip_end_to_end:
+            for name in args.precisions:
+                by_precision[name].update(measure_end_to_end(args, name))
+        nominal, useful = training_flops_per_view(args)
+        result.update(peak_gflops())
+    result.update(whole.as_dict("run_"))
+    for figures in by_precision.values():
+        figures.update(derived_figures(figures, nominal, useful, result))
+    result["by_precision"] = by_precision
 
-    if not args.skip_end_to_end:
-        augment_in_model = args.augment_in == "model"
-        pipeline = data.pretrain_dataset(
-            args.dataset, args.split, image_size=args.image_size,
-            global_batch_size=args.batch_size, cache=True,
-            augmenter=None if augment_in_model else SimCLRAugment(args.image_size))
-        model = build_model(args, augment_in_model)
-        result["views_per_s"] = median_views_per_s(model, pipeline.repeat(), args)
-        result["end_to_end_over_step"] = result["views_per_s"] / result["step_views_per_s"]
-
-    nominal, useful = training_flops_per_view(args)
-    result["training_gflops_per_view"] = nominal / 1e9
-    result["useful_training_gflops_per_view"] = useful / 1e9
-    result["gflops_per_s"] = result["training_gflops_per_view"] * result["step_views_per_s"]
-    result["useful_gflops_per_s"] = result["useful_training_gflops_per_view"] * result["step_views_per_s"]
-    result["peak_gflops_per_s"] = peak_gflops_per_s()
-    result["utilization"] = result["gflops_per_s"] / result["peak_gflops_per_s"]
-    result["useful_utilization"] = result["useful_gflops_per_s"] / result["peak_gflops_per_s"]
-
-    print(f"train step: {result['step_views_per_s']:.0f} views/s, "
-          f"{result['gflops_per_s']:.1f} GFLOP/s nominal ({result['useful_gflops_per_s']:.1f} useful) "
-          f"of a {result['peak_gflops_per_s']:.1f} GFLOP/s matmul peak "
-          f"({100 * result['utilization']:.0f}%, {100 * result['useful_utilization']:.0f}% useful)")
-    if "views_per_s" in result:
-        print(f"end to end (augmentation in the {args.augment_in}): {result['views_per_s']:.0f} "
-              f"views/s = {100 * result['end_to_end_over_step']:.0f}% of the train step")
+    print(f"CPU bfloat16 support: {result['cpu_bfloat16_support']}; train step medians over "
+          f"{args.rounds} alternating rounds of {args.steps} steps (batch {args.batch_size}):")
+    first = by_precision[args.precisions[0]]
+    for name, r in by_precision.items():
+        print(f"  {name:15s} {r['step_views_per_s']:7.0f} views/s, {r['step_wall_s']:.2f} s "
+              f"wall and {r['step_cpu_s']:.2f} s CPU per step (CPU/wall "
+              f"{r['step_cpu_over_wall']:.2f}; CPU time "
+              f"{r['step_cpu_s'] / first['step_cpu_s']:.2f}x "
+              f"{args.precisions[0]}), {r['gflops_per_s']:.1f} GFLOP/s nominal "
+              f"({r['useful_gflops_per_s']:.1f} useful) of a {result['peak_gflops_per_s']:.1f} "
+              f"GFLOP/s float32 matmul peak ({100 * r['utilization']:.0f}%; by CPU time "
+              f"{100 * r['cpu_utilization']:.0f}% of {result['peak_gflops_per_cpu_s']:.1f} "
+              f"GFLOP per CPU s)")
+        if "views_per_s" in r:
+            print(f"  {'':15s} end to end (augmentation in the {args.augment_in}): "
+                  f"{r['views_per_s']:.0f} views/s = {100 * r['end_to_end_over_step']:.0f}% of "
+                  f"the train step; {r['cpu_s']:.2f} s CPU per step")
+    print(f"whole run: {result['run_wall_s']:.0f} s wall, {result['run_cpu_s']:.0f} s CPU "
+          f"(CPU/wall {result['run_cpu_over_wall']:.2f})")
     if args.json:
         print(json.dumps(result))
     if args.results:
-        common.append_row(args.results, SECTION, HEADER, [
-            result["date"], result["cpu"], str(result["cores"]), f"`{result['command']}`",
-            f"{result['views_per_s']:.0f}" if "views_per_s" in result else "-",
-            f"{result['step_views_per_s']:.0f}",
-            f"{100 * result['end_to_end_over_step']:.0f}%" if "views_per_s" in result else "-",
-            f"{result['gflops_per_s']:.1f}", f"{result['useful_gflops_per_s']:.1f}",
-            f"{result['peak_gflops_per_s']:.1f}", f"{100 * result['utilization']:.0f}%",
-            f"{100 * result['useful_utilization']:.0f}%"])
+        for name in args.precisions:
+            common.append_row(args.results, SECTION, HEADER, row(result, name))
     return result
 
 

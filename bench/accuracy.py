@@ -52,7 +52,8 @@ OWN_PRETRAIN_FLAGS = ("dataset", "train_split", "epochs", "steps_per_epoch", "mo
 RECIPE_FLAGS = ("backbone", "stem", "width_multiplier", "image_size", "head_depth", "proj_dim",
                 "batch_size", "temperature", "optimizer", "learning_rate", "lr_scaling",
                 "warmup_epochs", "weight_decay", "momentum", "jitter_strength", "blur_prob",
-                "solarize_prob", "augment_in", "probe")
+                "solarize_prob", "augment_in", "probe", "loss", "loss_scale", "small_views",
+                "small_view_size", "chunk_size", "precision")
 
 
 def parse_args(argv):
@@ -223,7 +224,9 @@ def recipe_cell(result):
             f"{r['backbone']} {r['stem']} stem x{r['width_multiplier']:g}, {r['image_size']} px, "
             f"batch {r['batch_size']}, T {r['temperature']:g}, {r['optimizer']} lr "
             f"{r['learning_rate']:g} ({r['lr_scaling']}), wd {r['weight_decay']:g}, "
-            f"jitter {r['jitter_strength']:g}")
+            f"jitter {r['jitter_strength']:g}, loss {r['loss']}"
+            + (f", {r['small_views']} x {r['small_view_size']} px small views"
+               if r["small_views"] else ""))
 
 
 def main(argv=None):

@@ -47,14 +47,15 @@ def main(argv):
 
     embed, image_size, model_dir = embedding_fn(FLAGS.model)
     dataset = common.dataset_name(model_dir)
+    common.say(f"embedding {dataset}:{FLAGS.split} at {image_size} px with {FLAGS.model}")
     ds = data.embed_dataset(dataset, FLAGS.split, image_size=image_size,
                             batch_size=FLAGS.batch_size, data_dir=FLAGS.data_dir,
                             strict=FLAGS.strict)
     x, y = evaluation.extract_features(embed, ds)
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
     np.savez(FLAGS.output, x=x.astype(np.float32), y=y.astype(np.int64))
-    print(f"wrote {FLAGS.output}: x {x.shape} float32, y {y.shape} int64 "
-          f"({dataset}:{FLAGS.split})")
+    common.say(f"wrote {FLAGS.output}: x {x.shape} float32, y {y.shape} int64 "
+               f"({dataset}:{FLAGS.split})")
 
 
 run = common.run(main)

@@ -109,7 +109,8 @@ def run_configuration(config):
                          config["head_depth"], config["proj_dim"],
                          probe_classes=config["probe_classes"] or None)
     schedule = optimizers.warmup_cosine_for(1.0, batch, "linear", 100, 100, 10)
-    model.compile(optimizer=optimizers.build_optimizer("lars", schedule, 1e-4))
+    model.compile(optimizer=optimizers.build_optimizer("lars", learning_rate=schedule,
+                                                       weight_decay=1e-4))
     built_gib = _max_rss_gib()
 
     start = time.perf_counter()

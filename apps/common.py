@@ -3,12 +3,18 @@
 Each app defines only the flag groups it uses. `run(main)` wraps an app's main so that a
 bad flag value, missing data or an unreadable checkpoint ends with one `error: ...` line on
 stderr and exit status 2 instead of a traceback.
+
+The console: apps print one plain line per stage to stdout (`say`); absl's and TensorFlow's
+Python INFO logs are off unless `-v 0` (`--verbosity=0`) or `KERAS_SIMCLR_DEBUG=1` is given
+(keras_simclr._runtime quiets TensorFlow's C++ start-up lines the same way), and a Python
+warning is one `warning: ...` line.
 """
 import os
 import sys
+import warnings
 
 import keras_simclr  # noqa: F401  (runtime flags before TensorFlow is imported)
-from absl import app, flags
+from absl import app, flags, logging
 
 from keras_simclr import data, storage
 from keras_simclr.storage import write_json  # noqa: F401  (the apps' common.write_json)
@@ -48,9 +54,42 @@ def positive(name):
                              message=f"--{name} must be positive")
 
 
+def say(line: str) -> None:
+    """Print one console line of an app to stdout, flushed (it stays in place among Keras').
+
+    Args:
+        line: the text, without absl's log prefix.
+    """
+    print(line, flush=True)
+
+
+def _one_line_warning(message, category, filename, lineno, line=None):
+    return f"warning: {message}\n"
+
+
+def quiet_console() -> None:
+    """absl and TensorFlow Python logs at WARNING unless -v/--verbosity or KERAS_SIMCLR_DEBUG
+    asks for more; TensorFlow's log lines printed once; Python warnings as one line each
+    (`warning: ...`)."""
+    import tensorflow as tf
+
+    from keras_simclr import _runtime
+
+    if _runtime.DEBUG:
+        return
+    warnings.formatwarning = _one_line_warning
+    tf_logger = tf.get_logger()
+    if tf_logger.handlers:  # TensorFlow's own stderr handler: not also through absl's
+        tf_logger.propagate = False
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+        tf_logger.setLevel("WARNING")
+
+
 def run(main):
     """Run an absl main with one-line error reports; the entry point of every app."""
     def guarded(argv):
+        quiet_console()
         try:
             return main(argv)
         except (AppError, ValueError, *storage.FILESYSTEM_ERRORS) as error:

@@ -49,6 +49,7 @@ def main(argv):
 
     embed, image_size, model_dir = embedding_fn(FLAGS.model)
     dataset = common.dataset_name(model_dir)
+    common.say(f"embedding {dataset}:{FLAGS.split} at {image_size} px with {FLAGS.model}")
     ds = data.embed_dataset(dataset, FLAGS.split, image_size=image_size,
                             batch_size=FLAGS.batch_size, data_dir=FLAGS.data_dir,
                             strict=FLAGS.strict)
@@ -56,8 +57,8 @@ def main(argv):
     npz = io.BytesIO()  # np.savez writes local files only; storage any TF filesystem
     np.savez(npz, x=x.astype(np.float32), y=y.astype(np.int64))
     storage.write_bytes(FLAGS.output, npz.getvalue())
-    print(f"wrote {FLAGS.output}: x {x.shape} float32, y {y.shape} int64 "
-          f"({dataset}:{FLAGS.split})")
+    common.say(f"wrote {FLAGS.output}: x {x.shape} float32, y {y.shape} int64 "
+               f"({dataset}:{FLAGS.split})")
 
 
 run = common.run(main)

@@ -38,8 +38,8 @@ def main(argv):
     name = os.path.basename(os.path.normpath(FLAGS.model_dir))
     export_dir = FLAGS.export_dir or os.path.join(SAVED_MODELS, name)
     path = export_encoder(encoder, export_dir, image_size, classifier=classifier)
-    print(f"exported SavedModel to {path} (serving_default: uint8 [batch, H, W, 3] -> "
-          f"{'embedding, logits' if classifier is not None else 'embedding'})")
+    common.say(f"exported SavedModel to {path} (serving_default: uint8 [batch, H, W, 3] -> "
+               f"{'embedding, logits' if classifier is not None else 'embedding'})")
 
 
 run = common.run(main)

@@ -6,12 +6,11 @@ h, or from the first --head_layers layers of the projection head as SimCLRv2) wi
 SGD on random-resized-crop + flip views, and reports top-1/top-5 on --eval_split. Writes
 `finetune_<fraction>/classifier.keras` and `result.json` under --model_dir.
 """
-import json
 import os
 
-from absl import flags, logging
+from absl import flags
 
-from apps import common
+from apps import classify, common
 
 FLAGS = flags.FLAGS
 common.define_data_flags(("train_split", "eval_split"))
@@ -35,19 +34,17 @@ def main(argv):
     if not 0.0 < FLAGS.label_fraction <= 1.0:
         raise common.AppError(f"--label_fraction must be in (0, 1], got {FLAGS.label_fraction}")
     dataset = common.dataset_name(FLAGS.model_dir)
-    info = data.describe(dataset, FLAGS.data_dir, FLAGS.strict)
-    for split in (FLAGS.train_split, FLAGS.eval_split):
-        info.num_examples(split)
-    if info.num_classes < 2:
-        raise common.AppError(f"{dataset} has no class labels: fine-tuning needs them")
+    info = classify.labelled_dataset(dataset, "fine-tuning")
     model = common.load_pretrained(FLAGS.model_dir)
     image_size = common.image_size_of(FLAGS.model_dir, model)
 
     labels = data.labels(dataset, FLAGS.train_split, FLAGS.data_dir, FLAGS.strict)
     subset = evaluation.balanced_subset(labels, FLAGS.label_fraction, FLAGS.seed)
     batch_size = min(FLAGS.batch_size, len(subset))
-    logging.info("fine-tuning on %d labelled examples (%.1f%% of %s:%s), batch %d",
-                 len(subset), 100 * FLAGS.label_fraction, dataset, FLAGS.train_split, batch_size)
+    steps = len(subset) // batch_size
+    common.say(f"fine-tuning the encoder of {FLAGS.model_dir} on {len(subset)} labelled images "
+               f"({100 * FLAGS.label_fraction:g}% of {dataset}:{FLAGS.train_split}) at "
+               f"{image_size} px: {FLAGS.epochs} epoch(s) x {steps} steps of batch {batch_size}")
     train_ds = data.classifier_dataset(
         dataset, FLAGS.train_split, image_size=image_size, batch_size=batch_size, training=True,
         data_dir=FLAGS.data_dir, seed=FLAGS.seed, strict=FLAGS.strict, subset=subset)
@@ -59,27 +56,24 @@ def main(argv):
     classifier = LinearClassifier(model.encoder, info.num_classes, fine_tune=True,
                                   head=model.head if FLAGS.head_layers else None,
                                   head_layers=FLAGS.head_layers)
-    steps = FLAGS.epochs * (len(subset) // batch_size)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        FLAGS.learning_rate * batch_size / 256, decay_steps=max(1, steps))
-    classifier.compile(
-        optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True,
-                                       weight_decay=FLAGS.weight_decay or None),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1"),
-                 keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")])
-    classifier.fit(train_ds, epochs=FLAGS.epochs, verbose=2)
-    evaluated = classifier.evaluate(eval_ds, return_dict=True, verbose=0)
+    classify.compile_classifier(classifier, learning_rate=FLAGS.learning_rate,
+                                batch_size=batch_size, steps=FLAGS.epochs * steps,
+                                weight_decay=FLAGS.weight_decay)
+    evaluated = classify.train_and_evaluate(
+        classifier, train_ds, eval_ds, epochs=FLAGS.epochs, steps_per_epoch=steps,
+        eval_examples=info.num_examples(FLAGS.eval_split), eval_batch_size=FLAGS.batch_size)
 
     out_dir = os.path.join(FLAGS.model_dir, f"finetune_{FLAGS.label_fraction:g}")
     os.makedirs(out_dir, exist_ok=True)
     classifier.save(os.path.join(out_dir, "classifier.keras"))
-    result = {"top1": float(evaluated["top1"]), "top5": float(evaluated["top5"]),
-              "label_fraction": FLAGS.label_fraction, "num_labelled": int(len(subset)),
-              "dataset": dataset, "train_split": FLAGS.train_split,
-              "eval_split": FLAGS.eval_split, "head_layers": FLAGS.head_layers}
-    common.write_json(os.path.join(out_dir, "result.json"), result)
-    print(json.dumps(result, sort_keys=True))
+    result = {**evaluated, "label_fraction": FLAGS.label_fraction,
+              "num_labelled": int(len(subset)), "dataset": dataset,
+              "train_split": FLAGS.train_split, "eval_split": FLAGS.eval_split,
+              "head_layers": FLAGS.head_layers}
+    classify.report(result, os.path.join(out_dir, "result.json"),
+                    f"fine-tuned top-1 ({FLAGS.label_fraction:g} of the labels, "
+                    f"{FLAGS.eval_split}): {100 * result['top1']:.2f}%, top-5 "
+                    f"{100 * result['top5']:.2f}% (classifier.keras beside the result)")
 
 
 run = common.run(main)

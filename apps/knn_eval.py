@@ -3,12 +3,11 @@
 k=200 nearest training features by cosine similarity vote with weight exp(sim / 0.1)
 (Wu et al. 2018, as lightly and solo-learn report). Prints and writes JSON top-1/top-5.
 """
-import json
 import os
 
 from absl import flags
 
-from apps import common
+from apps import classify, common
 
 FLAGS = flags.FLAGS
 common.define_data_flags(("train_split", "eval_split"))
@@ -23,24 +22,21 @@ for _name in ("k", "knn_temperature", "batch_size"):
 
 def main(argv):
     del argv
-    from keras_simclr import data, evaluation
+    from keras_simclr import evaluation
 
     dataset = common.dataset_name(FLAGS.model_dir)
-    info = data.describe(dataset, FLAGS.data_dir, FLAGS.strict)
-    if info.num_classes < 2:
-        raise common.AppError(f"{dataset} has no class labels: kNN evaluation needs them")
+    info = classify.labelled_dataset(dataset, "kNN evaluation")
     model = common.load_pretrained(FLAGS.model_dir)
     image_size = common.image_size_of(FLAGS.model_dir, model)
-
-    train_x, train_y, eval_x, eval_y = (
-        array for split in (FLAGS.train_split, FLAGS.eval_split)
-        for array in common.frozen_features(model.encoder, dataset, split, image_size,
-                                            FLAGS.batch_size))
-    result = evaluation.knn_accuracy(train_x, train_y, eval_x, eval_y, FLAGS.k,
-                                     FLAGS.knn_temperature)
+    common.say(f"kNN evaluation (k={FLAGS.k}) of the pretrained encoder of {FLAGS.model_dir} "
+               f"on {dataset}")
+    features = classify.train_eval_features(model.encoder, dataset, info, image_size,
+                                            FLAGS.batch_size)
+    result = evaluation.knn_accuracy(*features, FLAGS.k, FLAGS.knn_temperature)
     result.update(dataset=dataset, train_split=FLAGS.train_split, eval_split=FLAGS.eval_split)
-    common.write_json(FLAGS.output or os.path.join(FLAGS.model_dir, "knn_eval.json"), result)
-    print(json.dumps(result, sort_keys=True))
+    classify.report(result, FLAGS.output or os.path.join(FLAGS.model_dir, "knn_eval.json"),
+                    f"kNN top-1 (k={result['k']}, {FLAGS.eval_split}): "
+                    f"{100 * result['top1']:.2f}%, top-5 {100 * result['top5']:.2f}%")
 
 
 run = common.run(main)

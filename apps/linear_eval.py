@@ -7,12 +7,11 @@ encoder on random-resized-crop + flip views with Nesterov SGD and a cosine sched
 `--random_init` evaluates a randomly initialised encoder of the same architecture instead
 (the floor that pretraining must beat). Prints and writes JSON with top-1 and top-5.
 """
-import json
 import os
 
-from absl import flags, logging
+from absl import flags
 
-from apps import common
+from apps import classify, common
 
 FLAGS = flags.FLAGS
 common.define_data_flags(("train_split", "eval_split"))
@@ -23,13 +22,22 @@ flags.DEFINE_integer("batch_size", 256, "Batch size.")
 flags.DEFINE_integer("epochs", 90, "Epochs of the full protocol.")
 flags.DEFINE_float("learning_rate", 0.1, "Base learning rate of the full protocol (x batch/256).")
 flags.DEFINE_float("regularization", 1e-4, "L2 strength of the feature-mode regression.")
+flags.DEFINE_integer("max_iter", 1000, "L-BFGS iteration limit of the feature-mode regression.")
 flags.DEFINE_string("output", None, "JSON result file (default: in --model_dir).")
-for _name in ("batch_size", "epochs", "learning_rate"):
+for _name in ("batch_size", "epochs", "learning_rate", "max_iter"):
     common.positive(_name)
 
 
-def encoder_to_evaluate(model_dir, seed):
-    """(encoder, image size): the run's encoder, or a fresh copy with --random_init."""
+def encoder_to_evaluate(model_dir: str, seed: int):
+    """The run's encoder, or a fresh copy of it with --random_init.
+
+    Args:
+        model_dir: pretraining run.
+        seed: seed of the random initialisation.
+
+    Returns:
+        (encoder, side of the images it was trained on).
+    """
     from keras_simclr import evaluation
 
     model = common.load_pretrained(model_dir)
@@ -39,66 +47,79 @@ def encoder_to_evaluate(model_dir, seed):
     return encoder, common.image_size_of(model_dir, model)
 
 
-def features_mode(encoder, dataset, image_size):
+def features_mode(encoder, dataset: str, info, image_size: int) -> dict:
+    """Logistic regression on frozen features; one line notes an early stop.
+
+    Args:
+        encoder: images in [0, 1] -> h.
+        dataset: --dataset value.
+        info: its `data.describe` info.
+        image_size: side the images are resized to.
+
+    Returns:
+        `evaluation.linear_probe_on_features`' result.
+    """
     from keras_simclr import evaluation
 
-    train_x, train_y, eval_x, eval_y = (
-        array for split in (FLAGS.train_split, FLAGS.eval_split)
-        for array in common.frozen_features(encoder, dataset, split, image_size,
-                                            FLAGS.batch_size))
-    return evaluation.linear_probe_on_features(train_x, train_y, eval_x, eval_y,
-                                               regularization=FLAGS.regularization)
+    features = classify.train_eval_features(encoder, dataset, info, image_size,
+                                            FLAGS.batch_size)
+    common.say(f"fitting a logistic regression on {features[0].shape[1]}-d features")
+    result = evaluation.linear_probe_on_features(*features, regularization=FLAGS.regularization,
+                                                 max_iter=FLAGS.max_iter)
+    if not result["converged"]:
+        common.say(f"note: the regression stopped at --max_iter={FLAGS.max_iter} before "
+                   f"converging; its accuracy may be slightly below a converged fit's")
+    return result
 
 
-def full_mode(encoder, dataset, image_size, num_classes):
-    import keras
+def full_mode(encoder, dataset: str, info, image_size: int) -> dict:
+    """The paper's protocol: a Dense layer trained through the frozen encoder on views.
 
+    Args:
+        encoder: images in [0, 1] -> h.
+        dataset: --dataset value.
+        info: its `data.describe` info.
+        image_size: side of the views.
+
+    Returns:
+        {"top1", "top5"} on --eval_split.
+    """
     from keras_simclr import LinearClassifier, data
 
     train_ds, eval_ds = data.linear_eval_datasets(
         dataset, image_size=image_size, batch_size=FLAGS.batch_size,
         train_split=FLAGS.train_split, eval_split=FLAGS.eval_split, data_dir=FLAGS.data_dir,
         seed=FLAGS.seed, strict=FLAGS.strict)
-    steps = data.describe(dataset, FLAGS.data_dir).num_examples(FLAGS.train_split) // FLAGS.batch_size
-    classifier = LinearClassifier(encoder, num_classes)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        FLAGS.learning_rate * FLAGS.batch_size / 256, decay_steps=max(1, steps * FLAGS.epochs))
-    classifier.compile(
-        optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1"),
-                 keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")])
-    classifier.fit(train_ds, epochs=FLAGS.epochs, verbose=2)
-    result = classifier.evaluate(eval_ds, return_dict=True, verbose=0)
-    return {"top1": float(result["top1"]), "top5": float(result["top5"])}
+    steps = info.num_examples(FLAGS.train_split) // FLAGS.batch_size
+    common.say(f"training a linear classifier on the frozen encoder: {dataset}:"
+               f"{FLAGS.train_split}, {FLAGS.epochs} epoch(s) x {steps} steps of batch "
+               f"{FLAGS.batch_size} at {image_size} px")
+    classifier = LinearClassifier(encoder, info.num_classes)
+    classify.compile_classifier(classifier, learning_rate=FLAGS.learning_rate,
+                                batch_size=FLAGS.batch_size, steps=steps * FLAGS.epochs)
+    return classify.train_and_evaluate(
+        classifier, train_ds, eval_ds, epochs=FLAGS.epochs, steps_per_epoch=steps,
+        eval_examples=info.num_examples(FLAGS.eval_split), eval_batch_size=FLAGS.batch_size)
 
 
 def main(argv):
     del argv
-    from keras_simclr import data
-
     dataset = common.dataset_name(FLAGS.model_dir)
-    info = data.describe(dataset, FLAGS.data_dir, FLAGS.strict)
-    for split in (FLAGS.train_split, FLAGS.eval_split):
-        info.num_examples(split)  # a clear error naming the splits that exist
-    if info.num_classes < 2:
-        raise common.AppError(f"{dataset} has no class labels: linear evaluation needs them")
+    info = classify.labelled_dataset(dataset, "linear evaluation")
     encoder, image_size = encoder_to_evaluate(FLAGS.model_dir, FLAGS.seed)
-    logging.info("linear evaluation (%s mode) of %s encoder on %s",
-                 FLAGS.mode, "a random-initialised" if FLAGS.random_init else "the pretrained",
-                 dataset)
+    kind = "random-init" if FLAGS.random_init else "pretrained"
+    common.say(f"linear evaluation ({FLAGS.mode} mode) of the {kind} encoder of "
+               f"{FLAGS.model_dir} on {dataset}")
     if FLAGS.mode == "features":
-        result = features_mode(encoder, dataset, image_size)
+        result = features_mode(encoder, dataset, info, image_size)
     else:
-        result = full_mode(encoder, dataset, image_size, info.num_classes)
+        result = full_mode(encoder, dataset, info, image_size)
     result.update(mode=FLAGS.mode, dataset=dataset, train_split=FLAGS.train_split,
-                  eval_split=FLAGS.eval_split, random_init=FLAGS.random_init,
-                  encoder="random-init" if FLAGS.random_init else "pretrained")
+                  eval_split=FLAGS.eval_split, random_init=FLAGS.random_init, encoder=kind)
     name = "linear_eval_random.json" if FLAGS.random_init else "linear_eval.json"
-    common.write_json(FLAGS.output or os.path.join(FLAGS.model_dir, name), result)
-    print(json.dumps(result, sort_keys=True))
-    print(f"linear evaluation top-1 ({result['encoder']} encoder, {FLAGS.eval_split}): "
-          f"{100 * result['top1']:.2f}%")
+    classify.report(result, FLAGS.output or os.path.join(FLAGS.model_dir, name),
+                    f"linear evaluation top-1 ({kind} encoder, {FLAGS.eval_split}): "
+                    f"{100 * result['top1']:.2f}%, top-5 {100 * result['top5']:.2f}%")
 
 
 run = common.run(main)

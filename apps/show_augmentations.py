@@ -1,8 +1,10 @@
 """A PNG of images beside several of their SimCLR views: `python -m apps.show_augmentations`.
 
 Each row is one image of --dataset/--split followed by --views random views made with the
-pretraining augmentation (the flags match apps.pretrain's).
+pretraining augmentation (the flags match apps.pretrain's). The images take turns over the
+classes (one of each class first, seeded by --seed), so the rows show different classes.
 """
+import numpy as np
 from absl import flags
 
 from apps import common
@@ -25,16 +27,24 @@ def main(argv):
     del argv
     from keras_simclr import SimCLRAugment, data, viz
 
-    ds = data.embed_dataset(common.dataset_name(), FLAGS.split, image_size=FLAGS.image_size,
-                            batch_size=FLAGS.images, data_dir=FLAGS.data_dir, strict=FLAGS.strict)
-    images, _ = next(iter(ds))
+    dataset = common.dataset_name()
+    labels = data.labels(dataset, FLAGS.split, FLAGS.data_dir, FLAGS.strict)
+    chosen = viz.sample_across_classes(labels, FLAGS.images, FLAGS.seed)
+    common.say(f"augmenting {len(chosen)} images of {dataset}:{FLAGS.split} "
+               f"({len(set(labels[chosen].tolist()) - {-1})} classes) at {FLAGS.image_size} px")
+    ds = data.classifier_dataset(dataset, FLAGS.split, image_size=FLAGS.image_size,
+                                 batch_size=len(chosen), training=False,
+                                 data_dir=FLAGS.data_dir, cache=False, strict=FLAGS.strict,
+                                 subset=sorted(chosen))
+    images, _ = next(iter(ds))  # in dataset order: put them back in the order chosen
+    images = images.numpy()[np.argsort(np.argsort(chosen))]
     augment = SimCLRAugment(FLAGS.image_size, jitter_strength=FLAGS.jitter_strength,
                             blur_prob=FLAGS.blur_prob, solarize_prob=FLAGS.solarize_prob,
                             seed=FLAGS.seed)
     views = [augment(images).numpy() for _ in range(FLAGS.views)]
-    rows = [[images[i].numpy()] + [v[i] for v in views] for i in range(len(images))]
+    rows = [[images[i]] + [v[i] for v in views] for i in range(len(images))]
     viz.save_png(viz.image_grid(rows, scale=FLAGS.scale), FLAGS.output)
-    print(f"wrote {FLAGS.output}: {len(rows)} images x (original + {FLAGS.views} views)")
+    common.say(f"wrote {FLAGS.output}: {len(rows)} images x (original + {FLAGS.views} views)")
 
 
 run = common.run(main)

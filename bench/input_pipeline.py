@@ -110,7 +110,8 @@ def pipeline_rates(args, ds):
 
 def build_model(args):
     model = build_simclr(backbone=f"resnet{args.backbone_depth}", stem=args.stem)
-    model.compile(optimizer=optimizers.build_optimizer("lars", 0.3, 1e-6))
+    model.compile(optimizer=optimizers.build_optimizer("lars", learning_rate=0.3,
+                                                       weight_decay=1e-6))
     return model
 
 

@@ -135,7 +135,8 @@ def run_configuration(config: dict) -> dict:
                          probe_classes=config["probe_classes"] or None,
                          chunk_size=config["chunk_size"] or None)
     schedule = optimizers.warmup_cosine_for(1.0, batch, "linear", 100, 100, 10)
-    model.compile(optimizer=optimizers.build_optimizer("lars", schedule, 1e-4))
+    model.compile(optimizer=optimizers.build_optimizer("lars", learning_rate=schedule,
+                                                       weight_decay=1e-4))
     result = {"built_gib": _max_rss_gib()}
 
     with common.Stopwatch() as first:

@@ -125,7 +125,8 @@ def build_model(args, augment_in_model):
                          width_multiplier=args.width_multiplier,
                          augmenter=SimCLRAugment(args.image_size) if augment_in_model else None)
     schedule = optimizers.warmup_cosine_for(1.0, args.batch_size, "linear", 100, 100, 10)
-    model.compile(optimizer=optimizers.build_optimizer("lars", schedule, 1e-4))
+    model.compile(optimizer=optimizers.build_optimizer("lars", learning_rate=schedule,
+                                                       weight_decay=1e-4))
     return model
 
 

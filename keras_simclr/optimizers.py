@@ -237,25 +237,53 @@ def warmup_cosine_for(base_lr, global_batch_size, scaling, epochs, steps_per_epo
     )
 
 
-def build_optimizer(name, learning_rate, weight_decay, momentum=0.9, exclude=DEFAULT_EXCLUDE):
+def _lars(learning_rate, weight_decay, momentum, exclude):
+    return LARS(learning_rate, momentum=momentum, weight_decay=weight_decay, exclude=exclude)
+
+
+def _sgd(learning_rate, weight_decay, momentum, exclude):
+    # weight_decay None (not 0.0) skips the decay ops altogether
+    return SGDW(learning_rate, momentum=momentum, weight_decay=weight_decay or None,
+                exclude=exclude)
+
+
+def _adamw(learning_rate, weight_decay, momentum, exclude):
+    del momentum  # Adam's moments have their own rates
+    return AdamW(learning_rate, weight_decay=float(weight_decay), exclude=exclude)  # a float
+
+
+# The optimizers `build_optimizer` knows, by name (the choices of apps.pretrain --optimizer).
+OPTIMIZERS = {"lars": _lars, "sgd": _sgd, "adamw": _adamw}
+
+
+def build_optimizer(name: str, *,
+                    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
+                    weight_decay: float, momentum: float = 0.9,
+                    exclude: str | None = DEFAULT_EXCLUDE) -> keras.optimizers.Optimizer:
     """The optimizer called `name`, with weight decay on the variables not matching `exclude`.
 
     - "lars": `LARS` (decay added to the gradient, trust ratio; the SimCLR default).
     - "sgd": `SGDW`, Keras SGD with momentum, not Nesterov. Its decay is decoupled
       (w -= lr * weight_decay * w), whereas the official code adds an L2 loss to momentum
       SGD, which after momentum accumulation decays about 1 / (1 - momentum) times more.
-    - "adamw": `AdamW` (decoupled decay, as AdamW defines it).
+    - "adamw": `AdamW` (decoupled decay, as AdamW defines it; `momentum` is not used).
+
+    Args:
+        name: one of `OPTIMIZERS`.
+        learning_rate: float >= 0 or a `LearningRateSchedule`.
+        weight_decay: decay coefficient >= 0.
+        momentum: momentum of LARS and SGD.
+        exclude: regex searched in each variable's path; matching variables get no decay
+            (and no LARS trust ratio).
+
+    Returns:
+        The optimizer, not yet built.
     """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {name!r}; use one of {tuple(OPTIMIZERS)}.")
     _check_learning_rate(learning_rate)
     if weight_decay is None or weight_decay < 0:
         raise ValueError(f"`weight_decay` must be >= 0, got {weight_decay}.")
     if isinstance(learning_rate, int):
         learning_rate = float(learning_rate)  # Keras optimizers accept floats only
-    if name == "lars":
-        return LARS(learning_rate, momentum=momentum, weight_decay=weight_decay, exclude=exclude)
-    if name == "sgd":  # weight_decay None (not 0.0) skips the decay ops altogether
-        return SGDW(learning_rate, momentum=momentum, weight_decay=weight_decay or None,
-                    exclude=exclude)
-    if name == "adamw":  # AdamW requires a float
-        return AdamW(learning_rate, weight_decay=float(weight_decay), exclude=exclude)
-    raise ValueError(f"Unknown optimizer {name!r}; use 'lars', 'sgd' or 'adamw'.")
+    return OPTIMIZERS[name](learning_rate, weight_decay, momentum, exclude)

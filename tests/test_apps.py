@@ -1,6 +1,7 @@
 """The absl apps end to end, each through its entry point in a subprocess, on a tiny folder."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,13 +16,22 @@ from conftest import blob_images
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--image_size=16", "--width_multiplier=0.125", "--batch_size=16", "--head_depth=2",
         "--proj_dim=16", "--verbose=0"]
+# What used to fill the console: TensorFlow's C++ start-up lines, absl's log prefixes,
+# INFO:tensorflow: lines, Python warnings with their source lines.
+NOISE = ["cuInit", "oneDNN", "cuda drivers", "absl::InitializeLog", "cpu_feature_guard",
+         "ConvergenceWarning", "UserWarning", "INFO:tensorflow", "I0000", "warnings.warn"]
 
 
 def run_app(name, *args, check=True, timeout=300):
+    """Run `python -m apps.NAME args`; with `check`, it must succeed without console noise."""
     result = subprocess.run([sys.executable, "-m", f"apps.{name}", *args], cwd=ROOT,
                             capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"apps.{name} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    if check:
+        console = result.stdout + result.stderr
+        assert not [n for n in NOISE if n in console], console[-3000:]
+        assert not re.search(r"^[IWE]\d{4} ", console, re.M), console[-3000:]  # absl prefix
     return result
 
 
@@ -44,7 +54,7 @@ def pretrained(tmp_path_factory):
     dataset = write_folder(str(base / "images"))
     model_dir = str(base / "run")
     result = run_app("pretrain", f"--dataset={dataset}", f"--model_dir={model_dir}",
-                     "--epochs=2", *TINY)
+                     "--epochs=2", *TINY, "--verbose=2")
     return dataset, model_dir, result
 
 
@@ -62,17 +72,39 @@ def test_pretrain_writes_checkpoints_logs_model_and_summary(pretrained):
     assert json.loads(result.stdout.strip().splitlines()[-1])["epochs"] == 2
 
 
-def test_linear_eval_and_knn_eval(pretrained):
-    dataset, model_dir, _ = pretrained
-    out = run_app("linear_eval", f"--model_dir={model_dir}")
-    assert "linear evaluation top-1 (pretrained encoder" in out.stdout
+def test_quick_start_commands_print_a_few_readable_lines(pretrained, tmp_path):
+    # The README quick start with tiny settings: pretrain (--verbose=2: one line per
+    # epoch), linear_eval of the pretrained and of a random-initialised encoder, export.
+    dataset, model_dir, pretrain = pretrained
+    consoles = {"pretrain": pretrain}
+    consoles["linear_eval"] = run_app("linear_eval", f"--model_dir={model_dir}")
     result = json.load(open(os.path.join(model_dir, "linear_eval.json")))
     assert 0.0 <= result["top1"] <= result["top5"] <= 1.0 and result["num_eval"] == 32
-    run_app("linear_eval", f"--model_dir={model_dir}", "--random_init")
+    assert result["converged"] and result["iterations"] > 0
+    consoles["random_init"] = run_app("linear_eval", f"--model_dir={model_dir}", "--random_init")
     assert json.load(open(os.path.join(model_dir, "linear_eval_random.json")))["random_init"]
+    consoles["export"] = run_app("export", f"--model_dir={model_dir}",
+                                 f"--export_dir={tmp_path}/exported")
+    for name, out in consoles.items():
+        assert out.stderr == "", (name, out.stderr[-2000:])  # no noise, no log lines
+        lines = out.stdout.strip().splitlines()
+        assert 1 <= len(lines) <= {"pretrain": 8}.get(name, 6), (name, out.stdout)
+    assert pretrain.stdout.startswith("pretraining resnet18 (width 0.125, imagenet stem) on ")
+    assert "Epoch 2/2" in pretrain.stdout and "done in " in pretrain.stdout
+    assert "linear evaluation top-1 (pretrained encoder" in consoles["linear_eval"].stdout
+    assert "extracting features of" in consoles["linear_eval"].stdout
+    assert consoles["export"].stdout.startswith(f"exported SavedModel to {tmp_path}/exported")
+
+
+def test_linear_eval_full_and_knn_eval(pretrained):
+    dataset, model_dir, _ = pretrained
     full = run_app("linear_eval", f"--model_dir={model_dir}", "--mode=full", "--epochs=1",
                    "--batch_size=16", f"--output={model_dir}/full.json")
     assert json.loads(full.stdout.strip().splitlines()[-2])["mode"] == "full"
+    stopped = run_app("linear_eval", f"--model_dir={model_dir}", "--max_iter=1",
+                      f"--output={model_dir}/stopped.json")
+    assert "note: the regression stopped at --max_iter=1 before converging" in stopped.stdout
+    assert not json.load(open(f"{model_dir}/stopped.json"))["converged"]
     run_app("knn_eval", f"--model_dir={model_dir}", "--k=5")
     knn = json.load(open(os.path.join(model_dir, "knn_eval.json")))
     assert knn["k"] == 5 and 0.0 <= knn["top1"] <= 1.0
@@ -120,16 +152,64 @@ def test_finetune_and_export_with_logits(pretrained, tmp_path):
     assert outputs["logits"].shape == (2, 4)
 
 
-def test_pictures(pretrained, tmp_path):
-    dataset, model_dir, _ = pretrained
+def test_show_augmentations_takes_one_image_of_each_class(pretrained, tmp_path):
+    # It showed the first --images of the split: in a folder sorted by class, all one class.
+    from keras_simclr import data, viz
+
+    dataset, _, _ = pretrained
     grid = str(tmp_path / "views.png")
-    run_app("show_augmentations", f"--dataset={dataset}", "--images=3", "--views=4",
-            "--image_size=16", "--scale=1", f"--output={grid}")
-    assert Image.open(grid).size == (2 + 5 * 18, 2 + 3 * 18)
+    run_app("show_augmentations", f"--dataset={dataset}", "--images=4", "--views=2",
+            "--image_size=16", "--scale=1", "--seed=3", f"--output={grid}")
+    picture = np.asarray(Image.open(grid).convert("RGB"))
+    assert picture.shape == (2 + 4 * 18, 2 + 3 * 18, 3)
+    ds = data.classifier_dataset(dataset, "test", image_size=16, batch_size=64, training=False)
+    images = np.concatenate([np.round(x.numpy() * 255) for x, _ in ds]).astype(np.uint8)
+    labels = data.labels(dataset, "test")
+    shown = [picture[2 + 18 * row:18 + 18 * row, 2:18] for row in range(4)]
+    chosen = viz.sample_across_classes(labels, 4, seed=3)
+    for tile, index in zip(shown, chosen):
+        np.testing.assert_array_equal(tile, images[index])
+    assert sorted(labels[chosen].tolist()) == [0, 1, 2, 3]
+
+
+def test_a_warning_is_one_line(tmp_path):
+    # Python printed "path:line: DataWarning: ..." and then the warnings.warn source line.
+    dataset = write_folder(str(tmp_path / "images"), {"train": 8, "test": 8})
+    class_dir = sorted((tmp_path / "images" / "test").iterdir())[0]
+    (class_dir / "broken.png").write_bytes(b"not an image")
+    result = run_app("show_augmentations", f"--dataset={dataset}", "--images=2", "--views=1",
+                     "--image_size=16", f"--output={tmp_path}/views.png")
+    [line] = result.stderr.splitlines()
+    assert line.startswith("warning: 1 entries in image folder") and "broken.png" in line
+
+
+def test_neighbors_frames_the_queries(pretrained, tmp_path):
+    dataset, model_dir, _ = pretrained
     neighbours = str(tmp_path / "neighbours.png")
     run_app("neighbors", f"--model_dir={model_dir}", "--queries=2", "--k=3", "--scale=1",
             f"--output={neighbours}")
-    assert Image.open(neighbours).size == (2 + 4 * 18, 2 + 2 * 18)
+    picture = np.asarray(Image.open(neighbours).convert("RGB"))
+    assert picture.shape == (2 + 2 * 18, 2 + 4 * 18, 3)
+    red = np.all(picture == (220, 30, 30), axis=-1)
+    assert red[:, :2].all() and red[0, :20].all()  # around the query column
+    assert not red[:, 21:].any()  # nowhere else
+
+
+def test_map_of_embeddings(pretrained, tmp_path):
+    from keras_simclr import viz
+
+    dataset, model_dir, _ = pretrained
+    out = str(tmp_path / "map.png")
+    run_app("map", f"--model_dir={model_dir}", "--size=200", "--thumbnails=3", f"--output={out}")
+    picture = np.asarray(Image.open(out).convert("RGB"))
+    assert picture.shape[0] == 200 + 28 and 200 < picture.shape[1] < 300  # plot and legend
+    colours = {tuple(c) for c in picture.reshape(-1, 3)}
+    assert {viz.class_colour(c) for c in range(4)} <= colours  # the four classes
+    export_dir = str(tmp_path / "exported")  # a SavedModel works too, and t-SNE
+    run_app("export", f"--model_dir={model_dir}", f"--export_dir={export_dir}")
+    run_app("map", f"--model={export_dir}", f"--dataset={dataset}", "--method=tsne",
+            "--max_points=20", "--size=200", f"--output={out}")
+    assert Image.open(out).size == picture.shape[1::-1]
 
 
 def test_resume_after_kill_minus_nine(tmp_path):
@@ -233,3 +313,44 @@ print(json.dumps({"defaults": defaults, "parsed": parsed}, default=str))
     assert names and {n: quickstart[n] for n in names} == {n: out["defaults"][n] for n in names}
     cifar = out["parsed"][os.path.join(ROOT, "apps", "configs", "cifar10.cfg")]
     assert (cifar["stem"], cifar["temperature"], cifar["batch_size"]) == ("cifar", 0.5, 512)
+
+
+def test_pretrain_flag_choices_are_the_library_registries():
+    code = """
+from absl import flags
+from apps import pretrain
+from keras_simclr import backbones, distribute, optimizers
+choices = {name: flags.FLAGS[name].parser.enum_values
+           for name in ("backbone", "stem", "strategy", "optimizer")}
+assert choices == {"backbone": list(backbones.BACKBONES), "stem": list(backbones.STEMS),
+                   "strategy": list(distribute.STRATEGIES),
+                   "optimizer": list(optimizers.OPTIMIZERS)}, choices
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_tensorflow_and_absl_logs_are_quiet_and_print_once():
+    # Multi-worker runs printed INFO:tensorflow: collective lines, and TensorFlow's
+    # warnings twice (TensorFlow's own stderr handler, then absl's with its prefix).
+    code = """
+import tensorflow as tf
+from absl import logging
+from apps import common
+
+def main(argv):
+    tf.get_logger().info("tensorflow info")
+    tf.get_logger().warning("tensorflow warning")
+    logging.info("absl info")
+    common.say("a stage")
+
+common.run(main)()
+"""
+    quiet = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)
+    assert quiet.stdout == "a stage\n"
+    assert quiet.stderr.count("tensorflow warning") == 1 and "info" not in quiet.stderr
+    verbose = subprocess.run([sys.executable, "-c", code, "-v", "0"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+    assert "tensorflow info" in verbose.stderr and "absl info" in verbose.stderr

@@ -93,11 +93,11 @@ def test_lars_three_steps_match_numpy_reference_and_momentum_sgd(nesterov):
             np.testing.assert_allclose(g, s, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["lars", "sgd", "adamw"])
+@pytest.mark.parametrize("name", list(opt_lib.OPTIMIZERS))
 def test_weight_decay_skips_excluded_variables(name):
     model = _model()
     w0 = [v.numpy() for v in model.trainable_variables]
-    optimizer = opt_lib.build_optimizer(name, 0.1, weight_decay=0.1)
+    optimizer = opt_lib.build_optimizer(name, learning_rate=0.1, weight_decay=0.1)
     zeros = [np.zeros_like(w) for w in w0]
     got = _apply(optimizer, model, [zeros, zeros])
     for v, g, start in zip(model.trainable_variables, got, w0):
@@ -198,18 +198,24 @@ def test_learning_rate_helpers():
 
 
 def test_build_optimizer():
-    assert isinstance(opt_lib.build_optimizer("lars", 1, 1e-4), opt_lib.LARS)
-    sgd = opt_lib.build_optimizer("sgd", 0.1, 1e-4)
+    lars = opt_lib.build_optimizer("lars", learning_rate=1, weight_decay=1e-4)
+    assert isinstance(lars, opt_lib.LARS)
+    sgd = opt_lib.build_optimizer("sgd", learning_rate=0.1, weight_decay=1e-4)
     assert isinstance(sgd, keras.optimizers.SGD) and sgd.momentum == 0.9 and not sgd.nesterov
-    assert isinstance(opt_lib.build_optimizer("adamw", 1e-3, 0.0), keras.optimizers.AdamW)
+    adamw = opt_lib.build_optimizer("adamw", learning_rate=1e-3, weight_decay=0.0)
+    assert isinstance(adamw, keras.optimizers.AdamW)
     for name in ("sgd", "adamw"):  # the exclusions survive serialization
-        opt = opt_lib.build_optimizer(name, 0.1, 1e-4, exclude="bias")
+        opt = opt_lib.build_optimizer(name, learning_rate=0.1, weight_decay=1e-4,
+                                      exclude="bias")
         again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(opt))
         assert type(again) is type(opt) and again.exclude == "bias"
     with pytest.raises(ValueError, match="Unknown optimizer"):
-        opt_lib.build_optimizer("adam", 0.1, 1e-4)
+        opt_lib.build_optimizer("adam", learning_rate=0.1, weight_decay=1e-4)
+    with pytest.raises(TypeError):  # keyword arguments beyond the name
+        opt_lib.build_optimizer("sgd", 0.1, 1e-4)
+    assert set(opt_lib.OPTIMIZERS) == {"lars", "sgd", "adamw"}
     with pytest.raises(ValueError, match="learning_rate"):
-        opt_lib.build_optimizer("sgd", -0.1, 1e-4)
+        opt_lib.build_optimizer("sgd", learning_rate=-0.1, weight_decay=1e-4)
 
 
 _MIRRORED = textwrap.dedent(
@@ -241,7 +247,7 @@ _MIRRORED = textwrap.dedent(
 
     makers = {
         "lars": lambda: opt_lib.LARS(0.5, weight_decay=0.05, eta=0.1),
-        "sgd": lambda: opt_lib.build_optimizer("sgd", 0.5, 0.05),
+        "sgd": lambda: opt_lib.build_optimizer("sgd", learning_rate=0.5, weight_decay=0.05),
     }
     # One MirroredStrategy for both runs: a second one in the same process can clash with
     # the first one's collective-op keys (synchronized BN).

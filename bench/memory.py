@@ -32,7 +32,7 @@ stem and step to bench/RESULTS.md (`--results=` to skip).
 
     python bench/memory.py --json                       # 256 ... 4096, both stems, plain
     python bench/memory.py --stems=cifar --batch_sizes=256,512 --chunk_sizes=0,128 --rounds=2
-    python bench/memory.py --stems=cifar --batch_sizes=4096 --chunk_sizes=512 --steps=1
+    python bench/memory.py --stems=cifar --batch_sizes=4096 --chunk_sizes=512 --steps=0
     python bench/memory.py --batch_sizes=32 --chunk_sizes=0,16 --width_multiplier=0.125 \\
         --steps=1 --results=
 """

@@ -224,6 +224,7 @@ def measure(args) -> list[dict]:
 
 
 def _run_or_skip(args, runs, stem, batch, chunk, round_index):
+    """One child run of (stem, batch, chunk), or a skip when it cannot fit."""
     same = [r for r in runs if r["stem"] == stem and r["chunk_size"] == chunk]
     measured = {r["batch_size"]: (r["batch_size"], r["peak_gib"], r["built_gib"])
                 for r in same if r["status"] == "ok"}
@@ -255,7 +256,8 @@ def _run_or_skip(args, runs, stem, batch, chunk, round_index):
     return run
 
 
-def report(args, result):
+def report(args, result: dict) -> None:
+    """Print the configurations' table and the largest batches."""
     print(f"peak resident memory and step time of pretraining ({args.backbone}, width "
           f"{args.width_multiplier:g}, {args.image_size} px; step times: median over "
           f"{args.rounds} round(s) of {args.steps} step(s) after a warm-up step):")
@@ -277,7 +279,7 @@ def report(args, result):
         print(f"{name}: largest global batch ~ {largest_cell(summary, args.budget_gib)}{line}")
 
 
-def append_rows(args, result):
+def append_rows(args, result: dict) -> None:
     """One RESULTS.md row per stem and step."""
     for stem, chunk in sorted({(e["stem"], e["chunk_size"]) for e in result["configurations"]}):
         entries = [e for e in result["configurations"]
@@ -298,7 +300,8 @@ def append_rows(args, result):
                           args.budget_gib)])
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> dict | None:
+    """Measure (or, with --_child, run one configuration) and report."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args._child:
         print(json.dumps(run_configuration(json.loads(args._child))))

@@ -11,7 +11,7 @@ import statistics
 from bench import common
 
 
-def fit_line(points):
+def fit_line(points: list[tuple]) -> tuple[float, float] | None:
     """(fixed GiB, GiB per image) of peak = fixed + per_image * batch over measured points.
 
     `points`: [(batch, peak_gib, built_gib)] of completed runs. Least squares with two or
@@ -30,7 +30,8 @@ def fit_line(points):
     return mean_p - slope * mean_b, slope
 
 
-def largest_batch(line, budget_gib, measured):
+def largest_batch(line: tuple[float, float] | None, budget_gib: float,
+                  measured: list[tuple]) -> dict | None:
     """Largest global batch whose fitted peak is within `budget_gib`, and how it was found."""
     if line is None:
         return None
@@ -45,7 +46,8 @@ def largest_batch(line, budget_gib, measured):
             "fixed_gib": fixed, "gib_per_1000_images": 1000 * per_image}
 
 
-def median(values):
+def median(values) -> float | None:
+    """Median of the values that are not None (None if there are none)."""
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
 
@@ -93,11 +95,13 @@ def largest_batches(entries: list[dict], budget_gib: float) -> dict:
     return out
 
 
-def step_name(chunk):
+def step_name(chunk: int) -> str:
+    """"plain" for chunk size 0, else "chunk C"."""
     return f"chunk {chunk}" if chunk else "plain"
 
 
-def peak_cell(run):
+def peak_cell(run: dict) -> str:
+    """Peak GiB of a run or configuration, or why there is none."""
     if run["status"] == "ok":
         return f"{run['peak_gib']:.2f}"
     if run["status"] == "over limit":
@@ -107,7 +111,7 @@ def peak_cell(run):
     return run["status"]
 
 
-def step_cell(run, cpu=True):
+def step_cell(run: dict, cpu: bool = True) -> str:
     """Wall (and CPU) seconds per timed step, else of the first step, which includes tracing."""
     prefix, note = "step_", ""
     if run.get("step_wall_s") is None:
@@ -119,7 +123,8 @@ def step_cell(run, cpu=True):
     return common.time_cell(run[prefix + "wall_s"], run[prefix + "cpu_s"]) + note
 
 
-def largest_cell(summary, budget_gib):
+def largest_cell(summary: dict | None, budget_gib: float) -> str:
+    """The largest batch within the budget and how it was found, or "-"."""
     if summary is None:
         return "-"
     how = ("extrapolated beyond the measured batches" if summary["extrapolated"]

@@ -255,7 +255,8 @@ def row(result: dict, name: str) -> list[str]:
             f"{100 * r['useful_utilization']:.0f}%", f"{100 * r['cpu_utilization']:.0f}%"]
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> dict:
+    """Measure the train step per precision, end to end, FLOP rates; print and record."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.intra_op_threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)

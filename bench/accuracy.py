@@ -15,6 +15,13 @@
    (`evaluation.linear_probe_on_features`) and weighted kNN top-1 (k=200, T=0.1), on the
    --eval_split (val: only val may guide the choice of a recipe).
 
+4. With --curve_every=M, a learning curve: the checkpoint that ends first after every M
+   minutes of the pretraining process is kept while it runs (`bench/curve.py`) and
+   evaluated as the final model is, after the run; the points and the final result go to
+   bench/curves/PRESET-DATE.json, which bench/plot_performance.py draws. Points before the
+   end come from a schedule still in progress (learning rate not decayed yet), so they
+   are below what a run planned for that many minutes reaches.
+
 Flags this script does not know are passed to `apps.pretrain` after the flagfile, so a
 recipe can be varied from the command line. Prints progress, a JSON line with `--json`,
 and appends a row to bench/RESULTS.md (`--results=` to skip). The pretraining wall time
@@ -38,7 +45,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench import common  # noqa: E402
+from bench import common, curve  # noqa: E402
 
 REPO = os.path.dirname(common.BENCH_DIR)
 SECTION = "## Accuracy per CPU budget (bench/accuracy.py)"
@@ -85,6 +92,12 @@ def parse_args(argv):
                              "architecture, whose random-init floor is already known)")
     parser.add_argument("--work_dir", default=None,
                         help="new directory for the runs (default: runs/bench_accuracy/TIME)")
+    parser.add_argument("--curve_every", type=float, default=0.0,
+                        help="minutes between the points of a learning curve: the "
+                             "checkpoints passing each mark are kept and evaluated after "
+                             "the run (0: only the final model)")
+    parser.add_argument("--curve_json", default=None,
+                        help="where the curve goes (default: bench/curves/PRESET-DATE.json)")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.add_argument("--results", default=common.RESULTS,
                         help="Markdown file to append a row to ('' to skip)")
@@ -94,6 +107,8 @@ def parse_args(argv):
         if not flag.startswith("--") or name in OWN_PRETRAIN_FLAGS:
             parser.error(f"{flag}: set by this script, or not a --flag=value for apps.pretrain")
     args.pretrain_flags = pretrain_flags
+    if args.curve_every and args.total_steps:
+        parser.error("--curve_every marks minutes of a --minutes budget, not --total_steps")
     args.flagfile = os.path.join(REPO, args.flagfile)
     if not os.path.isfile(args.flagfile):
         parser.error(f"--flagfile {args.flagfile} does not exist")
@@ -179,16 +194,14 @@ def plan(args, recipe, full_steps, calibration):
             "warmup_epochs": min(epochs, warmup_steps / steps_per_epoch)}
 
 
-def evaluate(args, model_dir, recipe):
-    """Linear (feature mode) and kNN top-1/top-5 of the pretrained and random-init encoders."""
+def evaluate(args, model, image_size, with_random_init):
+    """Linear (feature mode) and kNN top-1/top-5 of `model`'s encoder (and a random-init one)."""
     from apps import common as app_common
     from keras_simclr import evaluation
 
-    model = app_common.load_pretrained(model_dir)
-    image_size = app_common.image_size_of(model_dir, model)
     results = {}
     encoders = [("pretrained", model.encoder)]
-    if not args.skip_random_init:
+    if with_random_init:
         encoders.append(("random_init", evaluation.random_init_like(model.encoder,
                                                                     args.random_init_seed)))
     for name, encoder in encoders:
@@ -209,6 +222,41 @@ def evaluate(args, model_dir, recipe):
             f"{100 * knn['top1']:.2f}% on {args.eval_split} "
             f"({watch.wall_s:.0f} s wall, {watch.cpu_s:.0f} s CPU)")
     return results
+
+
+def evaluate_curve(args, kept, image_size, plan_):
+    """Evaluate the checkpoints kept along the run: a list of curve points."""
+    from apps import common as app_common
+
+    points = []
+    for checkpoint in kept:
+        say(f"curve: epoch {checkpoint['epoch']} at {checkpoint['minutes']:.1f} min")
+        model = app_common.load_model_file(checkpoint["path"])
+        scores = evaluate(args, model, image_size, with_random_init=False)["pretrained"]
+        points.append({**{k: v for k, v in checkpoint.items() if k != "path"},
+                       "steps": checkpoint["epoch"] * plan_["steps_per_epoch"],
+                       **{k: scores[k] for k in ("linear_top1", "knn_top1")}})
+        os.remove(checkpoint["path"])
+    return points
+
+
+def write_curve(args, result, points):
+    """Write the curve (points and the final result) to --curve_json for the plot script."""
+    path = args.curve_json or os.path.join(
+        common.BENCH_DIR, "curves",
+        f"{os.path.splitext(os.path.basename(args.flagfile))[0]}-{result['date']}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    final = {"minutes": result["pretrain_wall_s"] / 60, "epoch": result["plan"]["epochs"],
+             "steps": result["plan"]["total_steps"], "linear_top1": result["linear_top1"],
+             "knn_top1": result["knn_top1"], "final": True}
+    curve = {k: result[k] for k in ("date", "cpu", "cores", "command", "flagfile",
+                                     "pretrain_flags", "minutes", "recipe")}
+    curve.update(random_linear_top1=result["random_linear_top1"],
+                 random_knn_top1=result["random_knn_top1"], points=[*points, final])
+    with open(path, "w") as f:
+        json.dump(curve, f, indent=1)
+    say(f"curve written to {path}")
+    return path
 
 
 def budget_text(args):
@@ -258,8 +306,12 @@ def main(argv=None):
         f"{p['steps_per_epoch']} (a full pass is {full_steps}), warm-up {p['warmup_steps']} "
         f"steps, for {budget_text(args)}")
     model_dir = os.path.join(args.work_dir, "pretrain")
-    watch, summary = run_pretrain(args, model_dir, p["epochs"], p["steps_per_epoch"],
-                                 [f"--warmup_epochs={p['warmup_epochs']!r}"])
+    keeper = curve.CheckpointKeeper(
+        os.path.join(model_dir, "checkpoints"), os.path.join(args.work_dir, "curve"),
+        curve.marks(args.curve_every, args.minutes), start=time.time())
+    with keeper:
+        watch, summary = run_pretrain(args, model_dir, p["epochs"], p["steps_per_epoch"],
+                                     [f"--warmup_epochs={p['warmup_epochs']!r}"])
     wall = watch.wall_s
     result.update(**watch.as_dict("pretrain_"), pretrain_summary=summary,
                   over_budget_s=None if args.total_steps else wall - 60 * args.minutes)
@@ -268,8 +320,12 @@ def main(argv=None):
         + f", {summary.get('views_per_s') or 0:.0f} views/s, {watch.cpu_s / 60:.1f} CPU min "
         f"(CPU/wall {watch.cpu_over_wall:.2f})")
 
+    from apps import common as app_common
+
     with common.Stopwatch() as evaluation_watch:
-        evaluations = evaluate(args, model_dir, recipe)
+        model = app_common.load_pretrained(model_dir)
+        image_size = app_common.image_size_of(model_dir, model)
+        evaluations = evaluate(args, model, image_size, not args.skip_random_init)
     result.update(evaluation_watch.as_dict("eval_"))
     result["evaluations"] = evaluations
     for name, prefix in (("pretrained", ""), ("random_init", "random_")):
@@ -283,6 +339,9 @@ def main(argv=None):
           f"{percent(result['linear_top1'])} (random-init {percent(result['random_linear_top1'])}), "
           f"kNN top-1 {percent(result['knn_top1'])} (random-init "
           f"{percent(result['random_knn_top1'])}) on {args.eval_split}")
+    if args.curve_every:
+        result["curve"] = evaluate_curve(args, keeper.kept, image_size, p)
+        result["curve_json"] = write_curve(args, result, result["curve"])
     if args.json:
         print(json.dumps(result))
     if args.results:

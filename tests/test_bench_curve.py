@@ -1,0 +1,68 @@
+"""bench/curve.py: which checkpoints a learning curve keeps while a run rotates them."""
+import os
+import time
+
+import pytest
+
+from bench import curve
+
+
+def test_marks_stop_before_the_budget():
+    assert curve.marks(15, 60) == [15, 30, 45]
+    assert curve.marks(20, 50) == [20, 40]
+    assert curve.marks(0, 60) == []
+
+
+def _write_checkpoint(directory, epoch, minutes_after, start):
+    path = os.path.join(directory, f"ckpt-{epoch}.keras")
+    with open(path, "w") as f:
+        f.write(str(epoch))
+    stamp = start + 60 * minutes_after
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def test_keeper_keeps_the_first_checkpoint_past_each_mark(tmp_path):
+    checkpoints, kept_dir = tmp_path / "ckpt", tmp_path / "kept"
+    checkpoints.mkdir()
+    start = time.time() - 3600
+    keeper = curve.CheckpointKeeper(str(checkpoints), str(kept_dir), [10, 20, 30], start,
+                                    poll_s=3600)
+    with keeper:
+        # epochs of 4 minutes; the run keeps its newest two, as apps.pretrain rotates them
+        for epoch in range(1, 10):
+            _write_checkpoint(str(checkpoints), epoch, 4 * epoch, start)
+            stale = checkpoints / f"ckpt-{epoch - 2}.keras"
+            keeper.poll()
+            if stale.exists():
+                stale.unlink()
+    assert [(k["mark_minutes"], k["epoch"]) for k in keeper.kept] == [(10, 3), (20, 5), (30, 8)]
+    assert sorted(os.listdir(kept_dir)) == ["ckpt-3.keras", "ckpt-5.keras", "ckpt-8.keras"]
+    assert (kept_dir / "ckpt-5.keras").read_text() == "5"
+    assert keeper.kept[0]["minutes"] == pytest.approx(12)
+
+
+def test_one_long_epoch_passing_two_marks_is_kept_once(tmp_path):
+    checkpoints = tmp_path / "ckpt"
+    checkpoints.mkdir()
+    start = time.time() - 3600
+    keeper = curve.CheckpointKeeper(str(checkpoints), str(tmp_path / "kept"), [10, 20, 30],
+                                    start, poll_s=3600)
+    with keeper:
+        _write_checkpoint(str(checkpoints), 1, 25, start)
+    assert [(k["mark_minutes"], k["epoch"]) for k in keeper.kept] == [(10, 1)]
+    assert keeper.pending == [30]
+
+
+def test_keeper_thread_catches_checkpoints_of_a_running_job(tmp_path):
+    checkpoints = tmp_path / "ckpt"
+    start = time.time()
+    with curve.CheckpointKeeper(str(checkpoints), str(tmp_path / "kept"), [0.0], start,
+                                poll_s=0.01) as keeper:
+        checkpoints.mkdir()  # the run creates its directory after the keeper starts
+        _write_checkpoint(str(checkpoints), 1, 0.01, start)
+        deadline = time.time() + 10
+        while not keeper.kept and time.time() < deadline:
+            time.sleep(0.01)
+        assert keeper.kept, "the polling thread kept nothing"
+    assert keeper.kept[0]["epoch"] == 1

@@ -85,6 +85,9 @@ def parse_args(argv):
     parser.add_argument("--regularization", type=float, default=1e-4,
                         help="L2 strength of the linear probe (apps.linear_eval's default)")
     parser.add_argument("--eval_batch_size", type=int, default=256)
+    parser.add_argument("--eval_image_size", type=int, default=None,
+                        help="side of the images the frozen features are taken at (default: "
+                             "the views' size; e.g. 32 for a run pretrained on 24-px views)")
     parser.add_argument("--random_init_seed", type=int, default=0,
                         help="seed of the random-initialised encoder")
     parser.add_argument("--skip_random_init", action="store_true",
@@ -324,7 +327,7 @@ def main(argv=None):
 
     with common.Stopwatch() as evaluation_watch:
         model = app_common.load_pretrained(model_dir)
-        image_size = app_common.image_size_of(model_dir, model)
+        image_size = args.eval_image_size or app_common.image_size_of(model_dir, model)
         evaluations = evaluate(args, model, image_size, not args.skip_random_init)
     result.update(evaluation_watch.as_dict("eval_"))
     result["evaluations"] = evaluations

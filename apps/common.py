@@ -49,6 +49,29 @@ def define_model_dir_flag(required=True):
                                  message="--model_dir is required")
 
 
+def define_augment_flags():
+    """The augmentation flags of apps.pretrain (and apps.show_augmentations, to match)."""
+    flags.DEFINE_float("jitter_strength", 0.5, "Colour jitter strength s.")
+    flags.DEFINE_float("blur_prob", 0.0, "Gaussian blur probability (0.5 for ImageNet).")
+    flags.DEFINE_float("solarize_prob", 0.0, "Solarization probability.")
+    flags.DEFINE_float("min_crop_area", 0.08, "Smallest area fraction of the image that the "
+                       "random crop keeps (the paper: 0.08).")
+    flags.DEFINE_enum("resize_method", "bicubic", ["bicubic", "bilinear"],
+                      "How crops are resized to the views: bicubic (the paper) or bilinear.")
+    flags.DEFINE_enum("brightness", "additive", ["additive", "multiplicative"],
+                      "Colour jitter brightness: additive (SimCLRv1) or multiplicative "
+                      "(SimCLRv2).")
+    flags.register_validator("min_crop_area", lambda v: 0 < v <= 1,
+                             message="--min_crop_area must be in (0, 1]")
+
+
+def augment_flags() -> dict:
+    """`SimCLRAugment` keyword arguments from the `define_augment_flags` flags."""
+    return dict(crop_area=(FLAGS.min_crop_area, 1.0), jitter_strength=FLAGS.jitter_strength,
+                blur_prob=FLAGS.blur_prob, solarize_prob=FLAGS.solarize_prob,
+                resize_method=FLAGS.resize_method, brightness=FLAGS.brightness)
+
+
 def positive(name):
     flags.register_validator(name, lambda v: v is None or v > 0,
                              message=f"--{name} must be positive")
@@ -159,6 +182,18 @@ def image_size_of(model_dir, model):
     if size is None:
         raise AppError(f"cannot tell the image size of the run in {model_dir}")
     return int(size)
+
+
+def resize_method_of(model_dir: str) -> str:
+    """How the run resized its crops (`--resize_method`), for the crops of evaluation.
+
+    Args:
+        model_dir: the pretraining run.
+
+    Returns:
+        Its config's value; "bilinear" for runs recorded before the flag existed.
+    """
+    return run_config(model_dir).get("resize_method", "bilinear")
 
 
 def frozen_features(encoder, dataset, split, image_size, batch_size):

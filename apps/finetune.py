@@ -47,7 +47,8 @@ def main(argv):
                f"{image_size} px: {FLAGS.epochs} epoch(s) x {steps} steps of batch {batch_size}")
     train_ds = data.classifier_dataset(
         dataset, FLAGS.train_split, image_size=image_size, batch_size=batch_size, training=True,
-        data_dir=FLAGS.data_dir, seed=FLAGS.seed, strict=FLAGS.strict, subset=subset)
+        data_dir=FLAGS.data_dir, seed=FLAGS.seed, strict=FLAGS.strict, subset=subset,
+        resize_method=common.resize_method_of(FLAGS.model_dir))
     eval_ds = data.classifier_dataset(
         dataset, FLAGS.eval_split, image_size=image_size, batch_size=FLAGS.batch_size,
         training=False, data_dir=FLAGS.data_dir, strict=FLAGS.strict)

@@ -89,7 +89,8 @@ def full_mode(encoder, dataset: str, info, image_size: int) -> dict:
     train_ds, eval_ds = data.linear_eval_datasets(
         dataset, image_size=image_size, batch_size=FLAGS.batch_size,
         train_split=FLAGS.train_split, eval_split=FLAGS.eval_split, data_dir=FLAGS.data_dir,
-        seed=FLAGS.seed, strict=FLAGS.strict)
+        seed=FLAGS.seed, strict=FLAGS.strict,
+        resize_method=common.resize_method_of(FLAGS.model_dir))
     steps = info.num_examples(FLAGS.train_split) // FLAGS.batch_size
     common.say(f"training a linear classifier on the frozen encoder: {dataset}:"
                f"{FLAGS.train_split}, {FLAGS.epochs} epoch(s) x {steps} steps of batch "

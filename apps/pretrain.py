@@ -17,6 +17,7 @@ from absl import flags
 
 from apps import common
 from keras_simclr import backbones, distribute, losses, optimizers, precision
+from keras_simclr.data import originals
 
 FLAGS = flags.FLAGS
 _PREDEFINED = set(FLAGS)  # absl's own flags, not recorded in config.json
@@ -47,9 +48,10 @@ flags.DEFINE_enum("lr_scaling", "linear", ["linear", "sqrt"],
 flags.DEFINE_float("warmup_epochs", 1.0, "Linear warm-up epochs before the cosine decay.")
 flags.DEFINE_float("weight_decay", 1e-4, "Weight decay (BN and biases excluded).")
 flags.DEFINE_float("momentum", 0.9, "Momentum of LARS and SGD.")
-flags.DEFINE_float("jitter_strength", 0.5, "Colour jitter strength s.")
-flags.DEFINE_float("blur_prob", 0.0, "Gaussian blur probability (0.5 for ImageNet).")
-flags.DEFINE_float("solarize_prob", 0.0, "Solarization probability.")
+common.define_augment_flags()
+flags.DEFINE_float("original_cap", originals.DEFAULT_CAP,
+                   "Images larger than the views are cropped from their originals, cached "
+                   "with the shorter side at most this many times --image_size (0: no cap).")
 flags.DEFINE_enum("augment_in", "auto", ["auto", "model", "data"],
                   "Where views are made: in the model's train_step, in the tf.data pipeline, or "
                   "auto (data on CPU, where it overlaps with training; model on GPUs).")
@@ -66,6 +68,8 @@ for _name in ("image_size", "batch_size", "epochs", "temperature", "head_depth",
               "small_view_size", "chunk_size"):
     common.positive(_name)
 flags.register_validator("small_views", lambda v: v >= 0, message="--small_views must be >= 0")
+flags.register_validator("original_cap", lambda v: v == 0 or v >= 1,
+                         message="--original_cap must be 0 (no cap) or at least 1")
 
 
 def build_model(info, global_bn, augment_in_model):
@@ -86,12 +90,59 @@ def make_augmenter():
     """The view maker: SimCLRAugment, wrapped in MultiCropAugment with --small_views."""
     from keras_simclr import MultiCropAugment, SimCLRAugment
 
-    full = SimCLRAugment(FLAGS.image_size, jitter_strength=FLAGS.jitter_strength,
-                         blur_prob=FLAGS.blur_prob, solarize_prob=FLAGS.solarize_prob)
+    full = SimCLRAugment(FLAGS.image_size, **common.augment_flags())
     if not FLAGS.small_views:
         return full
     return MultiCropAugment(full, small_views=FLAGS.small_views,
                             small_view_size=FLAGS.small_view_size)
+
+
+def make_callbacks(model_dir: str, strategy) -> list:
+    """[Throughput, EpochCheckpoint, TensorBoard] of a run in `model_dir`.
+
+    Throughput counts every view the model encodes: 2 full + --small_views per image.
+
+    Args:
+        model_dir: --model_dir (checkpoints/ and logs/ go under it).
+        strategy: the run's tf.distribute strategy.
+
+    Returns:
+        The callbacks, the `Throughput` first.
+    """
+    import keras
+
+    from keras_simclr.callbacks import EpochCheckpoint, Throughput
+
+    return [
+        Throughput(FLAGS.batch_size, views_per_image=2 + FLAGS.small_views),
+        EpochCheckpoint(os.path.join(model_dir, common.CHECKPOINT_DIR),
+                        keep=FLAGS.keep_checkpoints, strategy=strategy),
+        keras.callbacks.TensorBoard(distribute.write_path(os.path.join(model_dir, "logs"), strategy),
+                                    update_freq="epoch"),
+    ]
+
+
+def train_dataset(dataset: str, seed: int, augment_in_model: bool):
+    """The pretraining batches for the flags: views made here, or for the model's augmenter.
+
+    With views made in the model, the pipeline still crops images larger than the views
+    from their originals (`views_in_model`), with the same augmentation flags.
+
+    Args:
+        dataset: the --dataset value resolved (`common.dataset_name`).
+        seed: the data seed (offset by the epochs done on resume).
+        augment_in_model: whether the model's augmenter makes the views.
+
+    Returns:
+        The `data.pretrain_dataset`, not repeated.
+    """
+    from keras_simclr import data
+
+    return data.pretrain_dataset(
+        dataset, FLAGS.train_split, image_size=FLAGS.image_size,
+        global_batch_size=FLAGS.batch_size, data_dir=FLAGS.data_dir, cache=_cache_flag(),
+        seed=seed, strict=FLAGS.strict, augmenter=make_augmenter(),
+        views_in_model=augment_in_model, original_cap=FLAGS.original_cap or None)
 
 
 def _cache_flag():
@@ -107,7 +158,7 @@ def main(argv):
     import tensorflow as tf
 
     from keras_simclr import data, storage
-    from keras_simclr.callbacks import EpochCheckpoint, Throughput, latest_checkpoint
+    from keras_simclr.callbacks import latest_checkpoint
 
     started = time.perf_counter()
     strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.cpu_replicas)
@@ -144,12 +195,7 @@ def main(argv):
 
     # the newest readable checkpoint, the same on every worker (or a clear error)
     checkpoint, done_epochs = latest_checkpoint(checkpoint_dir, strategy)
-    train_ds = data.pretrain_dataset(
-        dataset, FLAGS.train_split, image_size=FLAGS.image_size,
-        global_batch_size=FLAGS.batch_size, data_dir=FLAGS.data_dir, cache=_cache_flag(),
-        seed=FLAGS.seed + done_epochs, strict=FLAGS.strict,
-        augmenter=None if augment_in_model else make_augmenter(),
-    ).repeat()
+    train_ds = train_dataset(dataset, FLAGS.seed + done_epochs, augment_in_model).repeat()
 
     with strategy.scope():
         schedule = optimizers.warmup_cosine_for(
@@ -166,13 +212,8 @@ def main(argv):
                 FLAGS.optimizer, learning_rate=schedule, weight_decay=FLAGS.weight_decay,
                 momentum=FLAGS.momentum))
 
-    throughput = Throughput(FLAGS.batch_size)
-    callbacks = [
-        throughput,
-        EpochCheckpoint(checkpoint_dir, keep=FLAGS.keep_checkpoints, strategy=strategy),
-        keras.callbacks.TensorBoard(distribute.write_path(os.path.join(model_dir, "logs"), strategy),
-                                    update_freq="epoch"),
-    ]
+    callbacks = make_callbacks(model_dir, strategy)
+    throughput = callbacks[0]
     history = {}
     if done_epochs < FLAGS.epochs:
         history = model.fit(train_ds, epochs=FLAGS.epochs, initial_epoch=done_epochs,

@@ -14,9 +14,7 @@ common.define_data_flags(("split",))
 flags.DEFINE_integer("images", 8, "Rows: images shown.")
 flags.DEFINE_integer("views", 6, "Views per image.")
 flags.DEFINE_integer("image_size", 32, "Side of the views.")
-flags.DEFINE_float("jitter_strength", 0.5, "Colour jitter strength s.")
-flags.DEFINE_float("blur_prob", 0.0, "Gaussian blur probability.")
-flags.DEFINE_float("solarize_prob", 0.0, "Solarization probability.")
+common.define_augment_flags()
 flags.DEFINE_integer("scale", 3, "Pixel magnification in the PNG.")
 flags.DEFINE_string("output", "augmentations.png", "PNG file to write.")
 for _name in ("images", "views", "image_size", "scale"):
@@ -38,9 +36,7 @@ def main(argv):
                                  subset=sorted(chosen))
     images, _ = next(iter(ds))  # in dataset order: put them back in the order chosen
     images = images.numpy()[np.argsort(np.argsort(chosen))]
-    augment = SimCLRAugment(FLAGS.image_size, jitter_strength=FLAGS.jitter_strength,
-                            blur_prob=FLAGS.blur_prob, solarize_prob=FLAGS.solarize_prob,
-                            seed=FLAGS.seed)
+    augment = SimCLRAugment(FLAGS.image_size, seed=FLAGS.seed, **common.augment_flags())
     views = [augment(images).numpy() for _ in range(FLAGS.views)]
     rows = [[images[i]] + [v[i] for v in views] for i in range(len(images))]
     viz.save_png(viz.image_grid(rows, scale=FLAGS.scale), FLAGS.output)

@@ -59,7 +59,8 @@ OWN_PRETRAIN_FLAGS = ("dataset", "train_split", "epochs", "steps_per_epoch", "mo
 RECIPE_FLAGS = ("backbone", "stem", "width_multiplier", "image_size", "head_depth", "proj_dim",
                 "batch_size", "temperature", "optimizer", "learning_rate", "lr_scaling",
                 "warmup_epochs", "weight_decay", "momentum", "jitter_strength", "blur_prob",
-                "solarize_prob", "augment_in", "probe", "loss", "loss_scale", "small_views",
+                "solarize_prob", "min_crop_area", "resize_method", "brightness",
+                "original_cap", "augment_in", "probe", "loss", "loss_scale", "small_views",
                 "small_view_size", "chunk_size", "precision")
 
 

@@ -5,10 +5,12 @@ into float32 views in [0, 1] at `image_size`, with the paper's defaults (Chen et
 appendix A; google-research/simclr `data_util.py`):
 
 - random resized crop: area U(0.08, 1) of the image, aspect ratio log-uniform in
-  (3/4, 4/3), 10 attempts then the whole image (as torchvision); bilinear resize;
+  (3/4, 4/3), 10 attempts then the whole image (as torchvision), resized to the view with
+  `resize_method` "bicubic" (the paper) or "bilinear" (`keras_simclr/crop.py`);
 - horizontal flip with p = 0.5;
 - with p = 0.8, colour jitter of strength s in random order: brightness delta
-  U(-0.8s, 0.8s) (additive, SimCLRv1), contrast and saturation multipliers U(1-0.8s, 1+0.8s),
+  U(-0.8s, 0.8s) (`brightness="additive"`, SimCLRv1) or multiplier U(max(0, 1-0.8s), 1+0.8s)
+  (`"multiplicative"`, SimCLRv2), contrast and saturation multipliers U(1-0.8s, 1+0.8s),
   hue delta U(-0.2s, 0.2s) of the colour circle;
 - grayscale with p = 0.2; Gaussian blur with p = `blur_prob` (0.5 for ImageNet, off for
   CIFAR), sigma U(0.1, 2.0) and a kernel of about 10% of the side; optional solarization.
@@ -21,22 +23,29 @@ see keras_cv/src/layers/preprocessing/random_{brightness,saturation,hue}.py) and
 paper's units, from one seeded `tf.random.Generator`. Each image independently draws
 whether a step applies (a vectorised `tf.where`, not keras-cv `RandomApply`, which loops
 over images and needs AutoGraph); the jitter order is drawn once per batch, so each image
-still sees a uniformly random order. Crop (one `tf.image.crop_and_resize` over the batch)
-and blur (one depthwise convolution with a per-image kernel) are vectorised here because
-keras-cv's `RandomCropAndResize` and `RandomGaussianBlur` loop over images one by one.
+still sees a uniformly random order. Crop (bicubic: `crop.bicubic_crop_and_resize`;
+bilinear: one `tf.image.crop_and_resize`, both over the whole batch) and blur (one
+depthwise convolution with a per-image kernel) are done here because keras-cv's
+`RandomCropAndResize` and `RandomGaussianBlur` loop over images one by one.
+
+Images larger than the views are better cropped from the original, before they are
+brought to one size: `example_crops(image, seed)` crops one image of any size in a tf.data
+map (stateless draws from a per-example seed) and `views_of_crops` applies the rest to the
+batched crops; `data.pretrain_dataset` does this when the stored images are larger.
 
 Created inside a `tf.distribute` scope, the generator gives every replica different
 numbers; successive calls (the two views) differ; the same seed repeats the same views.
 """
 import itertools
-import math
 
 import keras
 import keras_cv
 import tensorflow as tf
 
+from keras_simclr import crop
+
 _JITTER_ORDERS = tuple(itertools.permutations(range(4)))
-_CROP_ATTEMPTS = 10
+BRIGHTNESS_MODES = ("additive", "multiplicative")
 
 
 def to_float_images(images):
@@ -47,20 +56,27 @@ def to_float_images(images):
 
 
 VIEW_PREFIX = "view_"
+CROP_PREFIX = "crop_"  # crops from the originals, made into views by the model
 
 
-def view_keys(num_views: int) -> list[str]:
-    """Keys of the views dict an input pipeline feeds: view_1 .. view_N."""
-    return [f"{VIEW_PREFIX}{i + 1}" for i in range(num_views)]
+def view_keys(num_views: int, prefix: str = VIEW_PREFIX) -> list[str]:
+    """Keys of the dict an input pipeline feeds: view_1 .. view_N (or crop_1 .. crop_N)."""
+    return [f"{prefix}{i + 1}" for i in range(num_views)]
 
 
-def views_from_dict(x: dict) -> list:
-    """The views of a pipeline's dict, in order (view_1, view_2, ...)."""
-    keys = sorted((k for k in x if k.startswith(VIEW_PREFIX)),
-                  key=lambda k: int(k[len(VIEW_PREFIX):]))
+def views_from_dict(x: dict, prefix: str = VIEW_PREFIX) -> list:
+    """The views (or crops) of a pipeline's dict, in order (view_1, view_2, ...)."""
+    keys = sorted((k for k in x if k.startswith(prefix)), key=lambda k: int(k[len(prefix):]))
     if len(keys) < 2:
-        raise ValueError(f"expected a dict of 2 or more views {view_keys(2)}, got {list(x)}")
+        raise ValueError(f"expected a dict of 2 or more views {view_keys(2)} or crops "
+                         f"{view_keys(2, CROP_PREFIX)}, got {list(x)}")
     return [x[k] for k in keys]
+
+
+def dict_prefix(x: dict) -> str:
+    """CROP_PREFIX for a pipeline's dict of crops (`pretrain_dataset(views_in_model=True)`
+    on large images), else VIEW_PREFIX."""
+    return CROP_PREFIX if view_keys(1, CROP_PREFIX)[0] in x else VIEW_PREFIX
 
 
 def make_views(augmenter, images) -> list:
@@ -100,6 +116,10 @@ class SimCLRAugment(keras.layers.Layer):
         blur_sigma: (min, max) standard deviation of the blur, in pixels.
         solarize_prob: probability of solarization at threshold 0.5 (0 disables).
         seed: integer making the views reproducible; None draws fresh randomness.
+        resize_method: "bicubic" (the paper) or "bilinear" resizing of the crops. A
+            config without it (saved before it existed) loads as "bilinear", as it was.
+        brightness: "additive" (SimCLRv1: x + delta) or "multiplicative" (SimCLRv2:
+            x * factor).
     """
 
     def __init__(
@@ -115,6 +135,8 @@ class SimCLRAugment(keras.layers.Layer):
         blur_sigma=(0.1, 2.0),
         solarize_prob=0.0,
         seed=None,
+        resize_method="bicubic",
+        brightness="additive",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -127,6 +149,12 @@ class SimCLRAugment(keras.layers.Layer):
             raise ValueError(f"crop_area must satisfy 0 < min <= max <= 1, got {crop_area}")
         if image_size < 1:
             raise ValueError(f"image_size must be positive, got {image_size}")
+        if resize_method not in crop.RESIZE_METHODS:
+            raise ValueError(f"resize_method must be one of {crop.RESIZE_METHODS}, got "
+                             f"{resize_method!r}")
+        if brightness not in BRIGHTNESS_MODES:
+            raise ValueError(f"brightness must be one of {BRIGHTNESS_MODES}, got "
+                             f"{brightness!r}")
         self.image_size = int(image_size)
         self.crop_area = tuple(float(a) for a in crop_area)
         self.crop_aspect = tuple(float(a) for a in crop_aspect)
@@ -138,6 +166,8 @@ class SimCLRAugment(keras.layers.Layer):
         self.blur_sigma = tuple(float(s) for s in blur_sigma)
         self.solarize_prob = float(solarize_prob)
         self.seed = seed
+        self.resize_method = resize_method
+        self.brightness = brightness
         self._rng = _generator(seed)
         # keras-cv layers used for their image operations only; parameters come from _rng.
         self._brightness = keras_cv.layers.RandomBrightness(0.0, value_range=(0, 1))
@@ -155,37 +185,82 @@ class SimCLRAugment(keras.layers.Layer):
         self.built = True
 
     @classmethod
-    def crop_and_flip(cls, image_size, seed=None):
-        """The linear-evaluation augmentation: random resized crop and flip only."""
-        return cls(image_size, jitter_prob=0.0, grayscale_prob=0.0, seed=seed)
+    def crop_and_flip(cls, image_size: int, seed: int | None = None,
+                      resize_method: str = "bicubic") -> "SimCLRAugment":
+        """The linear-evaluation augmentation: random resized crop and flip only.
+
+        Args:
+            image_size, seed, resize_method: as for `SimCLRAugment`.
+
+        Returns:
+            A `SimCLRAugment` without colour jitter or grayscale.
+        """
+        return cls(image_size, jitter_prob=0.0, grayscale_prob=0.0, seed=seed,
+                   resize_method=resize_method)
+
+    @classmethod
+    def from_config(cls, config):
+        # Files saved before `resize_method` existed resized bilinearly.
+        return super().from_config(dict({"resize_method": "bilinear"}, **config))
 
     def views(self, images) -> list:
         """The two independent random views of `images` that SimCLR contrasts."""
         return [self(images), self(images)]
 
+    def example_crops(self, image: tf.Tensor, seed: tf.Tensor) -> list:
+        """The crops of one stored image of any size for its two views (tf.data map).
+
+        Args:
+            image: uint8 [H, W, 3] (or float in [0, 1]), the original or a capped copy.
+            seed: int [2], this example's seed: the same seed, the same crops.
+
+        Returns:
+            Two float32 [S, S, 3] crops in [0, 1], for `views_of_crops` once batched.
+        """
+        return [self.crop_example(image, tf.random.experimental.stateless_fold_in(seed, i))
+                for i in range(2)]
+
+    def views_of_crops(self, crops: list) -> list:
+        """The views made of batched `example_crops`: flip, jitter, grayscale, ... each.
+
+        Args:
+            crops: the batched crops [B, S, S, 3] each, float32 in [0, 1] or uint8.
+
+        Returns:
+            One float32 view [B, S, S, 3] per crop.
+        """
+        return [self.after_crop(to_float_images(c)) for c in crops]
+
+    def crop_example(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """One random resized crop of one image of any size, resized to S x S.
+
+        Args:
+            image: uint8 [H, W, C] (or float in [0, 1]).
+            seed: int [2]; the box is drawn statelessly from it.
+
+        Returns:
+            float32 [S, S, C] in [0, 1].
+        """
+        shape = tf.shape(image)
+        box = crop.sample_boxes(crop.stateless_uniform(seed), shape[0], shape[1], 1,
+                                self.crop_area, self.crop_aspect)
+        box = crop.pixel_boxes(box, shape[0], shape[1])[0]
+        view = crop.crop_and_resize_one(image, box, self.image_size, self.resize_method)
+        return tf.ensure_shape(view, [self.image_size, self.image_size, None])
+
     def _crop_boxes(self, images):
         """Normalised [y1, x1, y2, x2] boxes, one random resized crop per image."""
         shape = tf.shape(images)
-        batch = shape[0]
-        height, width = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
-        attempts = (batch, _CROP_ATTEMPTS)
-        area = self._rng.uniform(attempts, self.crop_area[0], self.crop_area[1])
-        log_aspect = self._rng.uniform(
-            attempts, math.log(self.crop_aspect[0]), math.log(self.crop_aspect[1])
-        )
-        aspect = tf.exp(log_aspect)
-        # Box sides as fractions of the image height and width: area fraction a and
-        # pixel aspect w/h = r give h_px = sqrt(a H W / r), w_px = sqrt(a H W r).
-        crop_h = tf.sqrt(area * width / (aspect * height))
-        crop_w = tf.sqrt(area * height * aspect / width)
-        fits = (crop_h <= 1.0) & (crop_w <= 1.0)
-        first_fit = tf.argmax(tf.cast(fits, tf.int32), axis=1, output_type=tf.int32)
-        any_fit = tf.reduce_any(fits, axis=1)
-        crop_h = tf.where(any_fit, tf.gather(crop_h, first_fit, batch_dims=1), 1.0)
-        crop_w = tf.where(any_fit, tf.gather(crop_w, first_fit, batch_dims=1), 1.0)
-        y1 = self._rng.uniform((batch,)) * (1.0 - crop_h)
-        x1 = self._rng.uniform((batch,)) * (1.0 - crop_w)
-        return tf.stack([y1, x1, y1 + crop_h, x1 + crop_w], axis=1)
+        return crop.sample_boxes(self._rng.uniform, shape[1], shape[2], shape[0],
+                                 self.crop_area, self.crop_aspect)
+
+    def _crop(self, images):
+        """One random resized crop of each of a batch of float images, at S x S."""
+        boxes = self._crop_boxes(images)
+        if self.resize_method == "bicubic":
+            return crop.bicubic_crop_and_resize(images, boxes, self.image_size)
+        return tf.image.crop_and_resize(
+            images, boxes, tf.range(tf.shape(images)[0]), [self.image_size] * 2)
 
     def _maybe(self, prob, layer, images):
         """Apply `layer` to each image independently with probability `prob`."""
@@ -203,8 +278,12 @@ class SimCLRAugment(keras.layers.Layer):
         """Per-image colour-jitter draws in the paper's units (also used by the tests)."""
         s = self.jitter_strength
         low, high = max(0.0, 1.0 - 0.8 * s), 1.0 + 0.8 * s
+        if self.brightness == "multiplicative":
+            brightness = {"brightness_multiplier": self._uniform(batch, low, high, rank=4)}
+        else:
+            brightness = {"brightness_delta": self._uniform(batch, -0.8 * s, 0.8 * s, rank=4)}
         return {
-            "brightness_delta": self._uniform(batch, -0.8 * s, 0.8 * s, rank=4),
+            **brightness,
             "contrast_multiplier": self._uniform(batch, low, high, rank=4),
             "saturation_multiplier": self._uniform(batch, low, high),
             "hue_delta": self._uniform(batch, -0.2 * s, 0.2 * s),
@@ -213,8 +292,14 @@ class SimCLRAugment(keras.layers.Layer):
     def _color_jitter(self, images):
         params = self.jitter_parameters(tf.shape(images)[0])
         saturation = saturation_factor(params["saturation_multiplier"])
+        if self.brightness == "multiplicative":
+            def brightness(x):
+                return tf.clip_by_value(x * params["brightness_multiplier"], 0.0, 1.0)
+        else:
+            def brightness(x):
+                return self._brightness.augment_images(x, params["brightness_delta"])
         steps = [
-            lambda x: self._brightness.augment_images(x, params["brightness_delta"]),
+            brightness,
             lambda x: self._contrast.augment_images(x, params["contrast_multiplier"]),
             lambda x: self._saturation.augment_images(x, saturation),
             lambda x: self._hue.augment_images(x, params["hue_delta"]),
@@ -256,10 +341,17 @@ class SimCLRAugment(keras.layers.Layer):
         images = to_float_images(images)
         if images.shape.rank != 4:
             raise ValueError(f"expected a batch of images [B, H, W, C], got {images.shape}")
-        boxes = self._crop_boxes(images)
-        views = tf.image.crop_and_resize(
-            images, boxes, tf.range(tf.shape(images)[0]), [self.image_size] * 2
-        )
+        return self.after_crop(self._crop(images))
+
+    def after_crop(self, views: tf.Tensor) -> tf.Tensor:
+        """Everything after the crop, on a batch: flip, jitter, grayscale, blur, solarize.
+
+        Args:
+            views: float32 [B, S, S, 3] crops in [0, 1].
+
+        Returns:
+            float32 [B, S, S, 3] views in [0, 1].
+        """
         views = self._flip(views)
         views = self._maybe(self.jitter_prob, self._color_jitter, views)
         views = self._maybe(self.grayscale_prob, self._grayscale, views)
@@ -285,5 +377,7 @@ class SimCLRAugment(keras.layers.Layer):
             blur_sigma=self.blur_sigma,
             solarize_prob=self.solarize_prob,
             seed=self.seed,
+            resize_method=self.resize_method,
+            brightness=self.brightness,
         )
         return config

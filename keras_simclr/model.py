@@ -20,7 +20,8 @@ views, so batches of thousands fit on one machine.
 
 Inputs: `x` a batch of images (uint8 or float in [0, 1]) that the view maker turns into
 views, or, when views are made in the input pipeline, a dict `{"view_1": v1, "view_2": v2,
-...}` of ready views. Labels are optional: when given and the model has an online probe
+...}` of ready views, or a dict `{"crop_1": c1, ...}` of crops taken from large originals
+by the pipeline that the view maker finishes (`views_of_crops`: flip, colour, blur). Labels are optional: when given and the model has an online probe
 (`probe_classes`), a Dense layer on `stop_gradient(h)` of the first view is trained on them
 (labels < 0 are ignored), so representation quality shows during pretraining without
 touching the encoder. Calling the model maps images to h.
@@ -31,7 +32,8 @@ import keras
 import tensorflow as tf
 
 from keras_simclr import backbones, gradient_cache, losses
-from keras_simclr.augment import make_views, to_float_images, views_from_dict
+from keras_simclr.augment import (CROP_PREFIX, dict_prefix, make_views, to_float_images,
+                                  views_from_dict)
 from keras_simclr.keras_compat import DistributedFitMixin, step_logs
 from keras_simclr.heads import ProjectionHead
 
@@ -109,7 +111,7 @@ class SimCLR(DistributedFitMixin, keras.Model):
 
     def build(self, input_shape):
         if isinstance(input_shape, dict):
-            input_shape = views_from_dict(input_shape)[0]
+            input_shape = views_from_dict(input_shape, dict_prefix(input_shape))[0]
         if self.augmenter is not None and hasattr(self.augmenter, "image_size"):
             size = self.augmenter.image_size
             input_shape = (input_shape[0], size, size, 3)
@@ -128,10 +130,15 @@ class SimCLR(DistributedFitMixin, keras.Model):
 
     def call(self, images, training=False):
         if isinstance(images, dict):  # the views input (Keras builds with it under a strategy)
-            images = views_from_dict(images)[0]
+            images = views_from_dict(images, dict_prefix(images))[0]
         return self.encoder(to_float_images(images), training=training)
 
     def _views(self, x):
+        if isinstance(x, dict) and dict_prefix(x) == CROP_PREFIX:
+            if not hasattr(self.augmenter, "views_of_crops"):
+                raise ValueError("crops {'crop_1': ..., ...} need a model whose augmenter "
+                                 "makes views of crops (views_of_crops)")
+            return list(self.augmenter.views_of_crops(views_from_dict(x, CROP_PREFIX)))
         if isinstance(x, dict):
             return [to_float_images(v) for v in views_from_dict(x)]
         if self.augmenter is None:

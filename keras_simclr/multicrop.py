@@ -8,6 +8,7 @@ the small views are never each other's positives.
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
 from keras_simclr.augment import SimCLRAugment
 
@@ -62,6 +63,24 @@ class MultiCropAugment(keras.layers.Layer):
     def views(self, images) -> list:
         """[full view, full view, small view x k] of `images`."""
         return self.full.views(images) + [self.small(images) for _ in range(self.small_views)]
+
+    def example_crops(self, image, seed) -> list:
+        """Crops of one image of any size: 2 full, then k small (`SimCLRAugment`'s).
+
+        Args:
+            image: uint8 [H, W, 3], the original (see `SimCLRAugment.example_crops`).
+            seed: int [2], this example's seed.
+
+        Returns:
+            2 + k float32 crops, [S, S, 3] then [s, s, 3].
+        """
+        fold = tf.random.experimental.stateless_fold_in
+        return self.full.example_crops(image, fold(seed, 0)) + [
+            self.small.crop_example(image, fold(seed, i + 1)) for i in range(self.small_views)]
+
+    def views_of_crops(self, crops: list) -> list:
+        """The views of batched `example_crops`, in the order of `views`."""
+        return self.full.views_of_crops(crops[:2]) + self.small.views_of_crops(crops[2:])
 
     def call(self, images):
         return self.full(images)

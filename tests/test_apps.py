@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 
 import numpy as np
 import pytest
@@ -252,6 +253,87 @@ def test_resume_with_more_epochs_extends_the_schedule(tmp_path):
     assert summary["learning_rate"] > 0.01 * 16 / 256
 
 
+AUGMENT_FLAGS = {"resize_method": "bilinear", "brightness": "multiplicative",
+                 "min_crop_area": 0.3}  # none of them the default
+
+
+def test_pretrain_flags_reach_the_pipeline_the_model_and_the_throughput(tmp_path):
+    code = """
+import json, sys
+import tensorflow as tf
+from absl import flags
+from apps import pretrain
+from keras_simclr import data
+
+flags.FLAGS(["pretrain", "--model_dir=" + sys.argv[1], *sys.argv[2:]])
+calls = []
+describe = data.describe("shapes")
+data.pretrain_dataset = lambda *args, **kwargs: calls.append(kwargs)
+for in_model in (False, True):
+    pretrain.train_dataset("shapes", 0, in_model)
+augmenters = {"data": calls[0]["augmenter"], "model": pretrain.build_model(
+    describe, False, True).augmenter}
+callbacks = pretrain.make_callbacks(sys.argv[1], tf.distribute.get_strategy())
+print(json.dumps({
+    "views_in_model": [c["views_in_model"] for c in calls],
+    "original_cap": [c["original_cap"] for c in calls],
+    "augmenters": {where: [{k: getattr(a, k) for k in ("resize_method", "brightness",
+                                                       "crop_area", "image_size")}
+                           for a in (m.full, m.small)] for where, m in augmenters.items()},
+    "views_per_batch": callbacks[0].views_per_batch}))
+"""
+    flags_given = [f"--{name}={value}" for name, value in AUGMENT_FLAGS.items()]
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path), "--small_views=2", "--small_view_size=8",
+         "--batch_size=16", "--width_multiplier=0.125", "--original_cap=0", *flags_given],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["views_in_model"] == [False, True] and out["original_cap"] == [None, None]
+    expected = dict(resize_method="bilinear", brightness="multiplicative",
+                    crop_area=[0.3, 1.0])
+    for where, (full, small) in out["augmenters"].items():
+        assert full == dict(expected, image_size=32) and small == dict(expected, image_size=8)
+    assert out["views_per_batch"] == 16 * (2 + 2)  # every view of the step, multi-crop too
+
+
+def test_pretrain_in_the_model_on_large_images_records_and_keeps_the_flags(tmp_path):
+    """augment_in=model on photos larger than the views: crops from the originals in the
+    pipeline, views in the model; the flags in config.json and in the saved augmenter."""
+    root = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for i in range(32):
+        path = root / "train" / f"class_{i % 2}" / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (36, 48, 3), np.uint8)).save(path)
+    model_dir = str(tmp_path / "run")
+    flags_given = [f"--{name}={value}" for name, value in AUGMENT_FLAGS.items()]
+    run_app("pretrain", f"--dataset=folder:{root}", f"--model_dir={model_dir}", "--epochs=1",
+            "--augment_in=model", "--original_cap=2", "--small_views=1",
+            "--small_view_size=8", *TINY, *flags_given)
+    with open(os.path.join(model_dir, "config.json")) as f:
+        config = json.load(f)
+    assert {name: config[name] for name in AUGMENT_FLAGS} == AUGMENT_FLAGS
+    assert config["original_cap"] == 2.0
+    with zipfile.ZipFile(os.path.join(model_dir, "model.keras")) as archive:
+        saved = json.loads(archive.read("config.json"))["config"]["augmenter"]["config"]
+    assert saved["small_views"] == 1
+    full = saved["full"]["config"]
+    assert {name: full[name] for name in ("resize_method", "brightness")} == {
+        "resize_method": "bilinear", "brightness": "multiplicative"}
+    assert full["crop_area"] == [0.3, 1.0]
+
+
+def test_evaluation_crops_with_the_runs_resize_method(tmp_path):
+    from apps import common
+
+    for recorded, expected in (({"resize_method": "bicubic"}, "bicubic"),
+                               ({"resize_method": "bilinear"}, "bilinear"),
+                               ({"image_size": 32}, "bilinear")):  # before the flag
+        (tmp_path / "config.json").write_text(json.dumps(recorded))
+        assert common.resize_method_of(str(tmp_path)) == expected
+
+
 @pytest.mark.parametrize("name,args,message", [
     ("pretrain", ["--dataset=no_such_dataset_xyz", "--model_dir={tmp}/r"], "no_such_dataset_xyz"),
     ("pretrain", ["--dataset=folder:{tmp}/missing", "--model_dir={tmp}/r"], "does not exist"),
@@ -319,12 +401,15 @@ def test_pretrain_flag_choices_are_the_library_registries():
     code = """
 from absl import flags
 from apps import pretrain
-from keras_simclr import backbones, distribute, optimizers
+from keras_simclr import augment, backbones, crop, distribute, optimizers
 choices = {name: flags.FLAGS[name].parser.enum_values
-           for name in ("backbone", "stem", "strategy", "optimizer")}
+           for name in ("backbone", "stem", "strategy", "optimizer", "resize_method",
+                        "brightness")}
 assert choices == {"backbone": list(backbones.BACKBONES), "stem": list(backbones.STEMS),
                    "strategy": list(distribute.STRATEGIES),
-                   "optimizer": list(optimizers.OPTIMIZERS)}, choices
+                   "optimizer": list(optimizers.OPTIMIZERS),
+                   "resize_method": list(crop.RESIZE_METHODS),
+                   "brightness": list(augment.BRIGHTNESS_MODES)}, choices
 """
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, timeout=120)

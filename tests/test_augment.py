@@ -1,11 +1,13 @@
 """SimCLRAugment: shapes and range, randomness and seeds, and the paper's parameter ranges."""
 import colorsys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from keras_simclr.augment import SimCLRAugment, saturation_factor
+from keras_simclr.multicrop import MultiCropAugment
 
 
 @pytest.mark.parametrize("in_size,dtype", [((16, 16), np.uint8), ((40, 24), np.float32)])
@@ -118,9 +120,80 @@ def test_rejects_bad_parameters():
         SimCLRAugment(32, jitter_prob=1.5)
     with pytest.raises(ValueError, match="crop_area"):
         SimCLRAugment(32, crop_area=(0.0, 1.0))
+    with pytest.raises(ValueError, match="resize_method"):
+        SimCLRAugment(32, resize_method="area")
+    with pytest.raises(ValueError, match="brightness"):
+        SimCLRAugment(32, brightness="v2")
 
 
 def test_config_round_trip():
     augment = SimCLRAugment(24, jitter_strength=1.0, blur_prob=0.5, seed=3)
     clone = SimCLRAugment.from_config(augment.get_config())
     assert clone.get_config() == augment.get_config()
+
+
+def test_config_round_trip_keeps_resize_method_and_brightness():
+    augment = SimCLRAugment(24, resize_method="bilinear", brightness="multiplicative")
+    config = augment.get_config()
+    assert config["resize_method"] == "bilinear" and config["brightness"] == "multiplicative"
+    clone = SimCLRAugment.from_config(config)
+    assert (clone.resize_method, clone.brightness) == ("bilinear", "multiplicative")
+    assert SimCLRAugment(24).resize_method == "bicubic"  # the library default: the paper's
+
+
+def test_configs_saved_before_resize_method_and_brightness_load_as_they_were(tiny_images):
+    """An old `.keras` file has neither key: it keeps bilinear crops and additive brightness."""
+    images, _ = tiny_images
+    serialized = keras.saving.serialize_keras_object(SimCLRAugment(16, seed=2))
+    for key in ("resize_method", "brightness"):
+        del serialized["config"][key]
+    old = keras.saving.deserialize_keras_object(serialized)
+    assert (old.resize_method, old.brightness) == ("bilinear", "additive")
+    same = SimCLRAugment(16, seed=2, resize_method="bilinear", brightness="additive")
+    np.testing.assert_array_equal(old(images).numpy(), same(images).numpy())
+    multicrop = keras.saving.serialize_keras_object(MultiCropAugment(old, small_views=1))
+    for key in ("resize_method", "brightness"):
+        multicrop["config"]["full"]["config"].pop(key, None)
+    loaded = keras.saving.deserialize_keras_object(multicrop)
+    assert loaded.full.resize_method == loaded.small.resize_method == "bilinear"
+
+
+@pytest.mark.parametrize("brightness", ["additive", "multiplicative"])
+def test_brightness_is_the_sampled_shift_or_factor(brightness):
+    """On flat grey images contrast, saturation and hue change nothing: what is left is
+    brightness. Two batches at different grey levels draw the same parameters (same seed),
+    so image i became x + delta_i (additive) or x * factor_i (multiplicative)."""
+    s = 0.5
+    views = {}
+    for level in (0.45, 0.55):
+        augment = SimCLRAugment(8, jitter_strength=s, jitter_prob=1.0, grayscale_prob=0.0,
+                                brightness=brightness, seed=4)
+        views[level] = augment(np.full((500, 8, 8, 3), level, np.float32)).numpy()
+        assert np.ptp(views[level], axis=(1, 2, 3)).max() < 1e-5  # still flat
+    low, high = views[0.45][:, 0, 0, 0], views[0.55][:, 0, 0, 0]
+    if brightness == "multiplicative":
+        factor = high / 0.55
+        np.testing.assert_allclose(low / 0.45, factor, rtol=1e-4)
+        lo, hi = max(0.0, 1 - 0.8 * s), 1 + 0.8 * s
+    else:
+        factor = high - 0.55
+        np.testing.assert_allclose(low - 0.45, factor, atol=1e-5)
+        lo, hi = -0.8 * s, 0.8 * s
+    assert factor.min() >= lo - 1e-5 and factor.max() <= hi + 1e-5
+    assert factor.min() < lo + 0.05 * (hi - lo) and factor.max() > hi - 0.05 * (hi - lo)
+    params = SimCLRAugment(8, jitter_strength=s, brightness=brightness).jitter_parameters(10)
+    assert ("brightness_multiplier" in params) == (brightness == "multiplicative")
+
+
+def test_example_crops_are_seeded_per_example():
+    augment = SimCLRAugment(20, seed=None)
+    image = tf.constant(np.random.default_rng(0).integers(0, 256, (50, 70, 3), np.uint8))
+    seed = tf.constant([5, 0], tf.int64)
+    first, second = augment.example_crops(image, seed)
+    again = augment.example_crops(image, seed)
+    assert first.shape == (20, 20, 3) and first.dtype == tf.float32
+    np.testing.assert_array_equal(first, again[0])
+    np.testing.assert_array_equal(second, again[1])
+    assert not np.allclose(first, second)
+    other = augment.example_crops(image, tf.constant([6, 0], tf.int64))[0]
+    assert not np.allclose(first, other)

@@ -11,7 +11,8 @@ Sources (one module each; the registry below maps dataset names to them):
 
 Pipelines (`pipelines.py`): `pretrain_dataset`, `classifier_dataset`,
 `linear_eval_datasets`, `embed_dataset`, `load`, `labels` and `describe`, all taking the
-dataset string and an optional `tf.distribute.InputContext`.
+dataset string and an optional `tf.distribute.InputContext`. Views of images larger than
+the views are cropped from the originals before batching (`originals.py`).
 
 A new kind of data is one module with a class that has the methods of `Source` (or
 subclasses `ArraySource`) plus one `register_source(name_or_prefix, factory)` line.

@@ -7,7 +7,9 @@ and augmentation run in parallel (`AUTOTUNE`).
 
 - `pretrain_dataset`: batches `(uint8 images [B, S, S, 3], int64 labels [B])`, or with an
   `augmenter` `({"view_1": v1, "view_2": v2}, labels)` with float views made in the
-  pipeline; `drop_remainder=True`.
+  pipeline; `drop_remainder=True`. With an augmenter and stored images larger than the
+  views, each view is cropped from the original image (`originals.py`); with
+  `views_in_model`, only those crops are made here (`{"crop_1": c1, ...}`).
 - `classifier_dataset(training=True)`: random resized crop and flip only
   (`SimCLRAugment.crop_and_flip`), float32 in [0, 1], `drop_remainder=True`.
 - `classifier_dataset(training=False)` and `embed_dataset`: resized images (large images
@@ -16,8 +18,12 @@ and augmentation run in parallel (`AUTOTUNE`).
 - `classifier_dataset(subset=indices)` reads only those examples (a labelled fraction for
   fine-tuning); `labels` gives a split's labels in dataset order without decoding images.
 
-Training images are resized whole to S x S (the random crop re-samples their aspect ratio
-anyway); evaluation images keep their aspect ratio (central square crop).
+Training images that are squares no larger than the views (CIFAR at 32 px) are resized
+whole to S x S and cropped in batches; larger ones, with an augmenter that crops single
+images (`SimCLRAugment`, `MultiCropAugment`), are cached at their own size (the shorter side
+capped at `original_cap` x S) and each view is cropped from them before batching; without
+such an augmenter they are resized whole. Evaluation images keep their aspect ratio
+(central square crop).
 
 Every pipeline takes `input_context` (a `tf.distribute.InputContext`): given one, the
 source is sharded across input pipelines and batches are per replica, so the functions
@@ -38,6 +44,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from keras_simclr.data import originals
 from keras_simclr.data.shapes import DEFAULT_DATASET
 from keras_simclr.data.source import DataError, DatasetInfo, open_source
 
@@ -107,8 +114,10 @@ def pretrain_dataset(dataset: str = DEFAULT_DATASET, split: str = "train", *,
                      image_size: int, global_batch_size: int, data_dir: str | None = None,
                      shuffle: bool = True, cache: bool | str = "auto",
                      seed: int | None = None, augmenter: Callable | None = None,
-                     strict: bool = False, input_context: _InputContext | None = None
-                     ) -> tf.data.Dataset:
+                     strict: bool = False, input_context: _InputContext | None = None,
+                     crop_from_original: bool | str = "auto",
+                     original_cap: float | None = originals.DEFAULT_CAP,
+                     views_in_model: bool = False) -> tf.data.Dataset:
     """Batches for contrastive pretraining; see the module docstring.
 
     Args:
@@ -122,16 +131,38 @@ def pretrain_dataset(dataset: str = DEFAULT_DATASET, split: str = "train", *,
         augmenter: optional view maker on a uint8 batch [B, S, S, 3]: its
             `views(images)` list (e.g. `SimCLRAugment`: two views; `MultiCropAugment`:
             2 + k), or two calls of a plain callable.
+        crop_from_original: with an augmenter that has `example_crops` and
+            `views_of_crops`, crop each view from the stored image rather than from it
+            resized whole to S x S. "auto": when any of the first `originals.SIZE_SAMPLE`
+            stored images (or the source's stated size) is not a square of side <= S.
+        original_cap: when cropping from the original, images whose shorter side is
+            above `original_cap` x S are first shrunk to it (aspect ratio kept), to bound
+            the cache and the per-crop work; None keeps them whole.
+        views_in_model: `augmenter` is (a copy of) the model's, which makes the views in
+            its train step: the pipeline only crops from the originals when it would
+            (uint8 `{"crop_1": ..., ...}` batches for the model's `views_of_crops`), and
+            otherwise gives the images, as without an augmenter.
 
     Returns:
         Batches `(uint8 images [B, S, S, 3], int64 labels [B])`, or with an augmenter
-        `({"view_1": v1, "view_2": v2, ...}, labels)` with float views.
+        `({"view_1": v1, "view_2": v2, ...}, labels)` with float views (with
+        `views_in_model`, the images or `({"crop_1": c1, ...}, labels)`).
     """
     source = open_source(dataset, data_dir=data_dir, strict=strict)
     batch_size = _batch_size(global_batch_size, input_context)
+    plan = originals.plan(source, split, image_size, augmenter, crop_from_original,
+                          original_cap)
+    if plan is not None:
+        ds = _training_images(source, split, None, shuffle, cache, seed, input_context,
+                              cap=plan.cap, image_bytes=plan.image_bytes)
+        ds = originals.crop_views(
+            ds, augmenter, batch_size, _augment_parallelism(augmenter),
+            input_context.input_pipeline_id if input_context is not None else 0,
+            views=not views_in_model)
+        return ds.prefetch(_AUTOTUNE)
     ds = _training_images(source, split, image_size, shuffle, cache, seed, input_context)
     ds = ds.batch(batch_size, drop_remainder=True)
-    if augmenter is not None:
+    if augmenter is not None and not views_in_model:
         from keras_simclr.augment import make_views, view_keys
 
         def views(images, labels):
@@ -145,8 +176,8 @@ def classifier_dataset(dataset: str = DEFAULT_DATASET, split: str = "train", *,
                        image_size: int, batch_size: int, training: bool,
                        data_dir: str | None = None, cache: bool | str = "auto",
                        seed: int | None = None, strict: bool = False,
-                       input_context: _InputContext | None = None, subset=None
-                       ) -> tf.data.Dataset:
+                       input_context: _InputContext | None = None, subset=None,
+                       resize_method: str = "bicubic") -> tf.data.Dataset:
     """Batches for training or evaluating a classifier.
 
     Args:
@@ -159,6 +190,8 @@ def classifier_dataset(dataset: str = DEFAULT_DATASET, split: str = "train", *,
         subset: indices (in dataset order, see `labels`) of the only examples to read,
             e.g. the labelled fraction used for fine-tuning; they are selected before
             decoding.
+        resize_method: "bicubic" or "bilinear" resizing of the training crops (the
+            pretraining run's, `SimCLRAugment`).
 
     Returns:
         Batches `(float32 images [B, S, S, 3] in [0, 1], int64 labels [B])`.
@@ -172,13 +205,14 @@ def classifier_dataset(dataset: str = DEFAULT_DATASET, split: str = "train", *,
     if not training:
         ds = _decoded(source, split, image_size, input_context, central_crop=True,
                       subset=subset)
-        if _should_cache(_count(source, split, subset), image_size, cache):
+        if _should_cache(_count(source, split, subset), image_size * image_size * 3, cache):
             ds = ds.cache()
         ds = ds.batch(per_replica).map(_to_float, num_parallel_calls=_AUTOTUNE)
         return ds.prefetch(_AUTOTUNE)
     from keras_simclr.augment import SimCLRAugment
 
-    crop_and_flip = SimCLRAugment.crop_and_flip(image_size, seed=seed)
+    crop_and_flip = SimCLRAugment.crop_and_flip(image_size, seed=seed,
+                                                resize_method=resize_method)
     ds = _training_images(source, split, image_size, True, cache, seed, input_context,
                           subset)
     ds = ds.batch(per_replica, drop_remainder=True)
@@ -191,7 +225,8 @@ def linear_eval_datasets(dataset: str = DEFAULT_DATASET, *, image_size: int,
                          batch_size: int, train_split: str = "train",
                          eval_split: str = "test", data_dir: str | None = None,
                          cache: bool | str = "auto", seed: int | None = None,
-                         strict: bool = False) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+                         strict: bool = False, resize_method: str = "bicubic"
+                         ) -> tuple[tf.data.Dataset, tf.data.Dataset]:
     """(training, evaluation) `classifier_dataset`s for linear evaluation.
 
     Under a distribution strategy, build each with `classifier_dataset(input_context=...)`.
@@ -208,7 +243,8 @@ def linear_eval_datasets(dataset: str = DEFAULT_DATASET, *, image_size: int,
     source = open_source(dataset, data_dir=data_dir, strict=strict)
     for split in (train_split, eval_split):  # fail on either split before building
         source.count(split=split)
-    return (classifier_dataset(dataset, train_split, training=True, **common),
+    return (classifier_dataset(dataset, train_split, training=True,
+                               resize_method=resize_method, **common),
             classifier_dataset(dataset, eval_split, training=False, **common))
 
 
@@ -246,12 +282,13 @@ def _augment_parallelism(augmenter):
 
 
 def _decoded(source, split, image_size, input_context, *, shuffle=None, seed=None,
-             central_crop=False, subset=None):
+             central_crop=False, subset=None, cap=None):
     """`(uint8 image, int64 label)` examples of `split`, resized when `image_size`.
 
     `shuffle`: None keeps the dataset order; "once" permutes the records once (seeded);
     "every_epoch" draws a new permutation on every pass. `subset`: sorted indices of the
-    examples to keep (None: all).
+    examples to keep (None: all). `cap`: without `image_size`, the largest shorter side
+    kept (`originals.cap_size`).
     """
     num_examples = _count(source, split, subset)  # a DataError for a missing split
     ds = source.records(split=split, input_context=input_context,
@@ -264,6 +301,8 @@ def _decoded(source, split, image_size, input_context, *, shuffle=None, seed=Non
         image, label = source.decode(record=record)
         if image_size is not None:
             image = _resize(image, image_size, central_crop)
+        elif cap is not None:
+            image = originals.cap_size(image, cap)
         return image, label
 
     ds = ds.map(decode, num_parallel_calls=_AUTOTUNE, deterministic=True)
@@ -276,29 +315,34 @@ def _decoded(source, split, image_size, input_context, *, shuffle=None, seed=Non
 
 
 def _training_images(source, split, image_size, shuffle, cache, seed, input_context,
-                     subset=None):
+                     subset=None, cap=None, image_bytes=None):
     """Resized uint8 examples, cached when `cache`, reshuffled every epoch when `shuffle`.
 
     Before a cache the records are permuted once, so that a cache filled from files
     sorted by class is in random order and a bounded shuffle buffer after it mixes well.
+    With `image_size` None the images keep their size (shorter side capped at `cap`) and
+    `image_bytes` estimates one cached image.
     """
     num_examples = _count(source, split, subset)
-    cached = _should_cache(num_examples, image_size, cache)
+    if image_bytes is None:
+        image_bytes = image_size * image_size * 3
+    cached = _should_cache(num_examples, image_bytes, cache)
+    decoded = dict(subset=subset, cap=cap)
     if not shuffle:
-        ds = _decoded(source, split, image_size, input_context, subset=subset)
+        ds = _decoded(source, split, image_size, input_context, **decoded)
         return ds.cache() if cached else ds
     if not cached:
         return _decoded(source, split, image_size, input_context, shuffle="every_epoch",
-                        seed=seed, subset=subset)
+                        seed=seed, **decoded)
     ds = _decoded(source, split, image_size, input_context, shuffle="once", seed=seed,
-                  subset=subset)
-    buffer = min(num_examples, _SHUFFLE_BUFFER_BYTES // (image_size * image_size * 3))
+                  **decoded)
+    buffer = min(num_examples, _SHUFFLE_BUFFER_BYTES // image_bytes)
     return ds.cache().shuffle(max(1, buffer), seed=seed, reshuffle_each_iteration=True)
 
 
-def _should_cache(num_examples, image_size, cache):
+def _should_cache(num_examples, image_bytes, cache):
     if cache == "auto":
-        return num_examples * image_size * image_size * 3 < _available_memory() // 2
+        return num_examples * image_bytes < _available_memory() // 2
     if cache not in (True, False):
         raise ValueError(f'cache must be True, False or "auto", got {cache!r}')
     return cache

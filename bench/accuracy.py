@@ -171,7 +171,8 @@ def calibrate(args, recipe, full_steps):
     watch, summary = run_pretrain(args, model_dir, 2, steps)
     wall = watch.wall_s
     shutil.rmtree(model_dir, ignore_errors=True)
-    steps_per_s = summary["views_per_s"] / (2 * recipe.batch_size)  # its second epoch
+    # its second epoch; Throughput counts every view: 2 full + the small ones, per image
+    steps_per_s = summary["views_per_s"] / ((2 + recipe.small_views) * recipe.batch_size)
     overhead = wall - 2 * steps / steps_per_s
     say(f"calibration: {steps_per_s:.3f} steps/s, fixed cost {overhead:.0f} s "
         f"({wall:.0f} s for 2 x {steps} steps)")

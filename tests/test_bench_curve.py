@@ -66,3 +66,20 @@ def test_keeper_thread_catches_checkpoints_of_a_running_job(tmp_path):
             time.sleep(0.01)
         assert keeper.kept, "the polling thread kept nothing"
     assert keeper.kept[0]["epoch"] == 1
+
+
+def test_calibration_counts_the_small_views_of_multi_crop(monkeypatch, tmp_path):
+    """Throughput counts 2 + k views per image, so steps/s divides by them all."""
+    import types
+
+    from bench import accuracy
+
+    watch = types.SimpleNamespace(wall_s=100.0, as_dict=lambda: {"wall_s": 100.0})
+    # 4 views per image (2 full + 2 small), batch 64: 512 views/s is 2 steps/s
+    monkeypatch.setattr(accuracy, "run_pretrain",
+                        lambda *a, **k: (watch, {"views_per_s": 512.0}))
+    args = types.SimpleNamespace(calibration_steps=20, work_dir=str(tmp_path))
+    recipe = types.SimpleNamespace(batch_size=64, small_views=2)
+    calibration = accuracy.calibrate(args, recipe, full_steps=100)
+    assert calibration["steps_per_s"] == pytest.approx(2.0)
+    assert calibration["overhead_s"] == pytest.approx(100.0 - 40 / 2.0)

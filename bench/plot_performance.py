@@ -2,7 +2,8 @@
 
 Reads the measured runs, nothing else: the rows of bench/RESULTS.md's accuracy table whose
 recipe is a preset as it is (no extra flags) with a minute budget, and the learning curves
-of bench/curves/*.json (bench/accuracy.py --curve_every). Draws one colour per preset:
+of bench/curves/*.json (bench/accuracy.py --curve_every; a curve of a preset varied by
+extra flags is a series of its own). Draws one colour per preset:
 its budget runs as dots (a line through the median of each budget), its learning curves
 as a line, and its random-init floor (the same network untrained) as a dashed line. The
 minute axis is logarithmic, so 5-minute and 8-hour runs fit one picture.
@@ -66,7 +67,8 @@ def curves(curve_dir: str) -> list[dict]:
     for path in sorted(glob.glob(os.path.join(curve_dir, "*.json"))):
         with open(path) as f:
             curve = json.load(f)
-        found.append({"preset": os.path.basename(curve["flagfile"]),
+        preset = " ".join([os.path.basename(curve["flagfile"]), *curve.get("pretrain_flags", [])])
+        found.append({"preset": preset,
                       "label": os.path.basename(path),
                       "points": [(p["minutes"], 100 * p["linear_top1"])
                                  for p in curve["points"] if p.get("linear_top1") is not None],
@@ -130,10 +132,12 @@ def draw(runs: list[dict], learning_curves: list[dict], path: str) -> str:
         mine = [r for r in runs if r["preset"] == preset]
         if not mine:
             continue
-        budgets = sorted({round(r["minutes"] / 5) * 5 or r["minutes"] for r in mine})
-        medians = [(b, statistics.median(r["linear"] for r in mine
-                                         if (round(r["minutes"] / 5) * 5 or r["minutes"]) == b))
-                   for b in budgets]
+        buckets = {}
+        for r in mine:  # runs of one budget (to 5 minutes) form one median point
+            buckets.setdefault(round(r["minutes"] / 5) or r["minutes"], []).append(r)
+        medians = [(statistics.median(r["minutes"] for r in group),
+                    statistics.median(r["linear"] for r in group))
+                   for _, group in sorted(buckets.items())]
         if len(medians) > 1:
             canvas.line([at(*m) for m in medians], fill=colour[preset], width=2)
         for r in mine:

@@ -21,10 +21,11 @@ views, so batches of thousands fit on one machine.
 Inputs: `x` a batch of images (uint8 or float in [0, 1]) that the view maker turns into
 views, or, when views are made in the input pipeline, a dict `{"view_1": v1, "view_2": v2,
 ...}` of ready views, or a dict `{"crop_1": c1, ...}` of crops taken from large originals
-by the pipeline that the view maker finishes (`views_of_crops`: flip, colour, blur). Labels are optional: when given and the model has an online probe
-(`probe_classes`), a Dense layer on `stop_gradient(h)` of the first view is trained on them
-(labels < 0 are ignored), so representation quality shows during pretraining without
-touching the encoder. Calling the model maps images to h.
+by the pipeline that the view maker finishes (`views_of_crops`: flip, colour, blur).
+Labels are optional: when given and the model has an online probe (`probe_classes`), a
+Dense layer on `stop_gradient(h)` of the first view is trained on them (labels < 0 are
+ignored), so representation quality shows during pretraining without touching the
+encoder. Calling the model maps images to h.
 """
 from __future__ import annotations
 

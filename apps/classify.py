@@ -2,9 +2,8 @@
 
 The labelled data set check, frozen features of the training and evaluation splits,
 compiling, training and evaluating a `LinearClassifier`, and reporting the result (a JSON
-file, the same JSON on one stdout line, then one readable line).
+file, one readable line, and with --json the same JSON as the last stdout line).
 """
-import json
 import math
 
 from absl import flags
@@ -12,6 +11,7 @@ from absl import flags
 from apps import common
 
 FLAGS = flags.FLAGS
+common.define_json_flag()
 
 
 def labelled_dataset(dataset: str, purpose: str):
@@ -111,7 +111,7 @@ def train_and_evaluate(classifier, train_ds, eval_ds, *, epochs: int, steps_per_
 
 
 def report(result: dict, path: str, headline: str) -> None:
-    """Write `result` to `path` as JSON, print it as one JSON line, then `headline`.
+    """Write `result` to `path` as JSON, print `headline`, then the JSON line (--json).
 
     Args:
         result: JSON-serialisable result.
@@ -119,5 +119,5 @@ def report(result: dict, path: str, headline: str) -> None:
         headline: the readable line, e.g. "linear evaluation top-1 (...): 45.80%".
     """
     common.write_json(path, result)
-    print(json.dumps(result, sort_keys=True))
     common.say(f"{headline}; written to {path}")
+    common.print_json(result)

@@ -9,6 +9,7 @@ Python INFO logs are off unless `-v 0` (`--verbosity=0`) or `KERAS_SIMCLR_DEBUG=
 (keras_simclr._runtime quiets TensorFlow's C++ start-up lines the same way), and a Python
 warning is one `warning: ...` line.
 """
+import json
 import os
 import sys
 import warnings
@@ -75,6 +76,18 @@ def augment_flags() -> dict:
 def positive(name):
     flags.register_validator(name, lambda v: v is None or v > 0,
                              message=f"--{name} must be positive")
+
+
+def define_json_flag() -> None:
+    """--json: the result also as one JSON line, last on stdout, for scripts."""
+    flags.DEFINE_boolean("json", False, "Also print the result as one JSON line, last on "
+                         "stdout (for scripts; the result file holds the same).")
+
+
+def print_json(result: dict) -> None:
+    """`result` as one JSON line on stdout with --json; people read the line before it."""
+    if FLAGS.json:
+        print(json.dumps(result, sort_keys=True), flush=True)
 
 
 def say(line: str) -> None:

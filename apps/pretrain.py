@@ -9,8 +9,8 @@ extends the warm-up + cosine decay to the new length instead of training on at r
 A resumed run reshuffles with a seed offset by the epochs done, not replaying epoch 1's order.
 Defaults are the quick-start preset (`apps/configs/quickstart.cfg`).
 """
-import json
 import os
+import sys
 import time
 
 from absl import flags
@@ -62,7 +62,9 @@ flags.DEFINE_boolean("global_bn", None, "Synchronize BN across replicas (default
 flags.DEFINE_string("cache", "auto", "Cache decoded images in memory: true, false or auto.")
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in model_dir/checkpoints.")
 flags.DEFINE_integer("steps_per_epoch", None, "Limit steps per epoch (default: one pass).")
-flags.DEFINE_integer("verbose", 1, "Keras progress output: 0 silent, 1 bar, 2 one line/epoch.")
+flags.DEFINE_integer("verbose", None, "Keras progress output: 0 silent, 1 bar, 2 one line per "
+                     "epoch (default: 1 on a terminal, 2 when stdout is a file or pipe).")
+common.define_json_flag()
 for _name in ("image_size", "batch_size", "epochs", "temperature", "head_depth", "proj_dim",
               "width_multiplier", "keep_checkpoints", "steps_per_epoch", "loss_scale",
               "small_view_size", "chunk_size"):
@@ -188,7 +190,7 @@ def main(argv):
     model_dir = FLAGS.model_dir
     checkpoint_dir = os.path.join(model_dir, common.CHECKPOINT_DIR)
     config = {name: FLAGS[name].value for name in FLAGS
-              if name not in _PREDEFINED and name != "verbose"}
+              if name not in _PREDEFINED and name not in ("verbose", "json")}
     config.update(dataset=dataset, replicas=replicas, global_bn=global_bn, dtype_policy=policy)
     if chief:
         common.write_json(os.path.join(model_dir, common.CONFIG_FILE), config)
@@ -218,7 +220,7 @@ def main(argv):
     if done_epochs < FLAGS.epochs:
         history = model.fit(train_ds, epochs=FLAGS.epochs, initial_epoch=done_epochs,
                             steps_per_epoch=steps_per_epoch, callbacks=callbacks,
-                            verbose=FLAGS.verbose, shuffle=False).history
+                            verbose=progress_verbosity(), shuffle=False).history
     else:
         common.say(f"all {FLAGS.epochs} epochs already done")
 
@@ -231,7 +233,15 @@ def main(argv):
         storage.save_model(model, os.path.join(model_dir, common.MODEL_FILE))
         common.write_json(os.path.join(model_dir, "summary.json"), summary)
     common.say(summary_line(summary, os.path.join(model_dir, common.MODEL_FILE)))
-    print(json.dumps(summary, sort_keys=True))
+    common.print_json(summary)
+
+
+def progress_verbosity() -> int:
+    """--verbose, or Keras' progress bar on a terminal and one line per epoch elsewhere: the
+    bar redraws its line with carriage returns and colour codes, noise in a log file."""
+    if FLAGS.verbose is not None:
+        return FLAGS.verbose
+    return 1 if sys.stdout.isatty() else 2
 
 
 def summary_line(summary: dict, model_path: str) -> str:

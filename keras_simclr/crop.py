@@ -121,8 +121,10 @@ def bicubic_crop_and_resize(images: tf.Tensor, boxes: tf.Tensor, size: int) -> t
     """Bicubic views of a batch of equally sized images, one box per image, vectorised.
 
     The same numbers as `crop_and_resize_one(..., "bicubic")` of each image (within float
-    rounding) without a loop over images: each output pixel is a weighted sum of 4 x 4
-    source pixels, gathered for the whole batch at once, 4 rows then 4 columns.
+    rounding) without a loop over images: bicubic resizing is separable, so each view is
+    Wr @ image @ Wc^T per channel, with Wr and Wc the [size, H] and [size, W] weight
+    matrices of its box (`_bicubic_weights`). Two batched matmuls cost about twice
+    `tf.image.crop_and_resize`'s bilinear crop, a third of gathering the 4 x 4 taps.
 
     Args:
         images: float32 [B, H, W, C] in [0, 1].
@@ -134,9 +136,12 @@ def bicubic_crop_and_resize(images: tf.Tensor, boxes: tf.Tensor, size: int) -> t
     """
     shape = tf.shape(images)
     pixels = pixel_boxes(boxes, shape[1], shape[2])
-    rows = _resample(images, *_bicubic_taps(pixels[:, 0], pixels[:, 2], size), axis=1)
-    views = _resample(rows, *_bicubic_taps(pixels[:, 1], pixels[:, 3], size), axis=2)
-    return tf.clip_by_value(views, 0.0, 1.0)
+    rows = _bicubic_weights(pixels[:, 0], pixels[:, 2], size, shape[1])
+    columns = _bicubic_weights(pixels[:, 1], pixels[:, 3], size, shape[2])
+    channels_first = tf.transpose(images, [0, 3, 1, 2])  # [B, C, H, W]
+    views = tf.matmul(tf.matmul(rows[:, None], channels_first), columns[:, None],
+                      transpose_b=True)
+    return tf.clip_by_value(tf.transpose(views, [0, 2, 3, 1]), 0.0, 1.0)
 
 
 def _keys_kernel(x: tf.Tensor) -> tf.Tensor:
@@ -148,39 +153,28 @@ def _keys_kernel(x: tf.Tensor) -> tf.Tensor:
     return tf.where(x < 1.0, near, tf.where(x < 2.0, far, tf.zeros_like(x)))
 
 
-def _bicubic_taps(start: tf.Tensor, extent: tf.Tensor, size: int) -> tuple:
-    """Source indices and weights of the 4 taps of each output pixel along one axis.
+def _bicubic_weights(start: tf.Tensor, extent: tf.Tensor, size: int, length) -> tf.Tensor:
+    """The weight of each image pixel in each output pixel along one axis, per box.
 
     As TensorFlow's ResizeBicubic (half-pixel centres): output pixel i samples the box at
-    (i + 0.5) x extent / size - 0.5, rounded to 1/1024 pixel as its weight table is; taps
+    (i + 0.5) x extent / size - 0.5, rounded to 1/1024 pixel as its weight table is; pixels
     outside the box get no weight and the others are renormalised.
 
     Args:
         start, extent: int32 [B], each box's first pixel and side along the axis.
         size: the output side.
+        length: the image's side along the axis.
 
     Returns:
-        (int32 [B, size, 4] indices into the image axis, float32 [B, size, 4] weights).
+        float32 [B, size, length]; each row sums to 1 and has at most 4 non-zero weights.
     """
     extent_f = tf.cast(extent, tf.float32)[:, None]
     position = (tf.range(size, dtype=tf.float32)[None, :] + 0.5) * (extent_f / size) - 0.5
     base = tf.floor(position)
-    delta = tf.round((position - base) * _KEYS_TABLE_SIZE) / _KEYS_TABLE_SIZE
-    offsets = tf.constant([-1.0, 0.0, 1.0, 2.0])
-    taps = base[..., None] + offsets  # box coordinates [B, size, 4]
-    inside = (taps >= 0.0) & (taps < extent_f[..., None])
-    weights = tf.where(inside, _keys_kernel(offsets - delta[..., None]), 0.0)
-    weights /= tf.reduce_sum(weights, axis=-1, keepdims=True)
-    last = tf.cast(extent - 1, tf.float32)[:, None, None]
-    indices = start[:, None, None] + tf.cast(tf.clip_by_value(taps, 0.0, last), tf.int32)
-    return indices, weights
-
-
-def _resample(images: tf.Tensor, indices: tf.Tensor, weights: tf.Tensor, axis: int):
-    """Sum over the 4 taps of the gathered rows (axis 1) or columns (axis 2) x weights."""
-    total = 0.0
-    for tap in range(4):
-        gathered = tf.gather(images, indices[..., tap], axis=axis, batch_dims=1)
-        weight = weights[:, None, :, tap, None] if axis == 2 else weights[:, :, tap, None, None]
-        total += gathered * weight
-    return total
+    position = base + tf.round((position - base) * _KEYS_TABLE_SIZE) / _KEYS_TABLE_SIZE
+    pixel = (tf.range(length, dtype=tf.float32)[None, :]
+             - tf.cast(start, tf.float32)[:, None])  # box coordinates [B, length]
+    inside = (pixel >= 0.0) & (pixel < extent_f)
+    weights = tf.where(inside[:, None, :],
+                       _keys_kernel(pixel[:, None, :] - position[..., None]), 0.0)
+    return weights / tf.reduce_sum(weights, axis=-1, keepdims=True)

@@ -57,7 +57,7 @@ def load_npz(path):
 def main(dataset, out_path):
     report = {}
     printed = run_app("pretrain", f"--dataset={dataset}", f"--model_dir={RUN}", "--epochs=2",
-                      *TINY)
+                      "--json", *TINY)
     report["summary"] = json.loads(printed.strip().splitlines()[-1])
     report["run_files"] = tree(RUN)
     with tf.io.gfile.GFile(f"{RUN}/config.json") as f:
@@ -70,7 +70,7 @@ def main(dataset, out_path):
     with tf.io.gfile.GFile(newest, "wb") as f:
         f.write(data[: len(data) // 2])
     printed = run_app("pretrain", f"--dataset={dataset}", f"--model_dir={RUN}", "--epochs=3",
-                      *TINY)
+                      "--json", *TINY)
     report["resumed"] = json.loads(printed.strip().splitlines()[-1])
     report["checkpoints_after_resume"] = sorted(tf.io.gfile.listdir(f"{RUN}/checkpoints"))
 

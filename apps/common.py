@@ -206,7 +206,9 @@ def resize_method_of(model_dir: str) -> str:
     Returns:
         Its config's value; "bilinear" for runs recorded before the flag existed.
     """
-    return run_config(model_dir).get("resize_method", "bilinear")
+    from keras_simclr.augment import LEGACY_RESIZE_METHOD
+
+    return run_config(model_dir).get("resize_method", LEGACY_RESIZE_METHOD)
 
 
 def frozen_features(encoder, dataset, split, image_size, batch_size):

@@ -11,6 +11,7 @@ import os
 from absl import flags
 
 from apps import classify, common
+from keras_simclr import storage
 
 FLAGS = flags.FLAGS
 common.define_data_flags(("train_split", "eval_split"))
@@ -65,8 +66,7 @@ def main(argv):
         eval_examples=info.num_examples(FLAGS.eval_split), eval_batch_size=FLAGS.batch_size)
 
     out_dir = os.path.join(FLAGS.model_dir, f"finetune_{FLAGS.label_fraction:g}")
-    os.makedirs(out_dir, exist_ok=True)
-    classifier.save(os.path.join(out_dir, "classifier.keras"))
+    storage.save_model(classifier, os.path.join(out_dir, "classifier.keras"))
     result = {**evaluated, "label_fraction": FLAGS.label_fraction,
               "num_labelled": int(len(subset)), "dataset": dataset,
               "train_split": FLAGS.train_split, "eval_split": FLAGS.eval_split,

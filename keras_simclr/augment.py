@@ -46,6 +46,8 @@ from keras_simclr import crop
 
 _JITTER_ORDERS = tuple(itertools.permutations(range(4)))
 BRIGHTNESS_MODES = ("additive", "multiplicative")
+# How runs and files saved before `resize_method` existed resized their crops.
+LEGACY_RESIZE_METHOD = "bilinear"
 
 
 def to_float_images(images):
@@ -200,8 +202,7 @@ class SimCLRAugment(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config):
-        # Files saved before `resize_method` existed resized bilinearly.
-        return super().from_config(dict({"resize_method": "bilinear"}, **config))
+        return super().from_config(dict({"resize_method": LEGACY_RESIZE_METHOD}, **config))
 
     def views(self, images) -> list:
         """The two independent random views of `images` that SimCLR contrasts."""

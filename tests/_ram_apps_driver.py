@@ -73,6 +73,9 @@ def main(dataset, out_path):
                       "--json", *TINY)
     report["resumed"] = json.loads(printed.strip().splitlines()[-1])
     report["checkpoints_after_resume"] = sorted(tf.io.gfile.listdir(f"{RUN}/checkpoints"))
+    run_app("finetune", f"--model_dir={RUN}", "--label_fraction=0.5", "--epochs=1",
+            "--batch_size=16")
+    report["finetune_files"] = tree(f"{RUN}/finetune_0.5")
 
     for attempt in ("first", "again"):  # the second export replaces the first
         report[f"export_{attempt}"] = run_app("export", f"--model_dir={RUN}",

@@ -66,6 +66,12 @@ def test_resume_skips_a_truncated_newest_checkpoint(ram_run):
     assert report["checkpoints_after_resume"] == ["ckpt-1.keras", "ckpt-2.keras", "ckpt-3.keras"]
 
 
+def test_finetune_writes_its_classifier_and_result_to_an_in_memory_filesystem(ram_run):
+    # it made its folder with os.makedirs: a local "ram:" folder, then a failed save
+    report, _, _ = ram_run
+    assert report["finetune_files"] == ["classifier.keras", "result.json"]
+
+
 def test_export_and_embed_on_an_in_memory_filesystem(ram_run):
     report, _, _ = ram_run
     assert report["export_again"].startswith("exported SavedModel to ram://exports/tiny")

@@ -67,7 +67,8 @@ def test_resume_skips_a_truncated_newest_checkpoint(ram_run):
 
 
 def test_finetune_writes_its_classifier_and_result_to_an_in_memory_filesystem(ram_run):
-    # it made its folder with os.makedirs: a local "ram:" folder, then a failed save
+    # It made its folder with os.makedirs, which left a local folder "ram:" in the working
+    # directory (test_no_local_folder_named_after_the_url checks after this run too).
     report, _, _ = ram_run
     assert report["finetune_files"] == ["classifier.keras", "result.json"]
 

@@ -1,6 +1,7 @@
 """ResNet encoders f(x) = h for SimCLR, as functional Keras models.
 
-ResNet-18/34 (basic blocks) and ResNet-50 (bottlenecks) after He et al. 2016, with
+ResNet-10/18/34 (basic blocks; ResNet-10, one block per stage, is a cheap CPU encoder)
+and ResNet-50 (bottlenecks) after He et al. 2016, with
 - `stem="imagenet"`: 7x7 stride-2 convolution and 3x3 stride-2 max-pool (224 px inputs);
 - `stem="cifar"`: one 3x3 stride-1 convolution and no pooling (32 px inputs, as the
   SimCLR paper's CIFAR-10 experiments);
@@ -9,7 +10,7 @@ ResNet-18/34 (basic blocks) and ResNet-50 (bottlenecks) after He et al. 2016, wi
   about a quarter of the CIFAR stem's FLOPs;
 - `width_multiplier` scaling every channel count (SimCLR's 1x/2x/4x, or fractions such as
   0.25 for small CPU runs);
-- output h: global average pooling of the last stage, of size 512*width (18/34) or
+- output h: global average pooling of the last stage, of size 512*width (10/18/34) or
   2048*width (50);
 - BatchNormalization with momentum 0.9 and epsilon 1e-5 as the official code, the last BN
   of every residual branch initialised to zero, and `synchronized_bn` passed at
@@ -24,7 +25,7 @@ import keras
 
 from keras_simclr.conv import SmallMapConv2D
 
-_BLOCKS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3))}
+_BLOCKS = {10: ("basic", (1, 1, 1, 1)), 18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3))}
 _STAGE_FILTERS = (64, 128, 256, 512)
 BACKBONES = tuple(f"resnet{depth}" for depth in _BLOCKS)
 STEMS = ("imagenet", "cifar", "stride2")

@@ -7,7 +7,7 @@ from keras_simclr import ProjectionHead, backbones
 
 
 @pytest.mark.parametrize("name,width,expected", [
-    ("resnet18", 0.25, 128), ("resnet34", 0.125, 64), ("resnet50", 0.125, 256),
+    ("resnet10", 0.5, 256), ("resnet18", 0.25, 128), ("resnet34", 0.125, 64), ("resnet50", 0.125, 256),
 ])
 @pytest.mark.parametrize("stem", backbones.STEMS)
 @pytest.mark.parametrize("size", [32, 64])

@@ -25,7 +25,8 @@ import keras
 
 from keras_simclr.conv import SmallMapConv2D
 
-_BLOCKS = {10: ("basic", (1, 1, 1, 1)), 18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3))}
+_BLOCKS = {10: ("basic", (1, 1, 1, 1)), 18: ("basic", (2, 2, 2, 2)),
+           34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3))}
 _STAGE_FILTERS = (64, 128, 256, 512)
 BACKBONES = tuple(f"resnet{depth}" for depth in _BLOCKS)
 STEMS = ("imagenet", "cifar", "stride2")

@@ -26,6 +26,9 @@ common.define_model_dir_flag()
 flags.DEFINE_integer("image_size", 32, "Side of the square views.")
 flags.DEFINE_enum("backbone", "resnet18", backbones.BACKBONES, "Encoder.")
 flags.DEFINE_float("width_multiplier", 0.5, "Channel width multiplier of the encoder.")
+flags.DEFINE_list("stage_widths", None,
+                  "Four width multipliers, one per ResNet stage, in place of --width_multiplier "
+                  "for the stages (the stem keeps it), e.g. 0.5,0.5,0.5,2: a wide last stage.")
 flags.DEFINE_enum("stem", "imagenet", backbones.STEMS,
                   "ResNet stem: imagenet (7x7/2 + max-pool), cifar (3x3/1), stride2 (3x3/2).")
 flags.DEFINE_integer("head_depth", 3, "Layers of the projection head (3: SimCLRv2, 2: v1).")
@@ -70,8 +73,23 @@ for _name in ("image_size", "batch_size", "epochs", "temperature", "head_depth",
               "small_view_size", "chunk_size"):
     common.positive(_name)
 flags.register_validator("small_views", lambda v: v >= 0, message="--small_views must be >= 0")
+flags.register_validator(
+    "stage_widths", lambda v: v is None or (len(v) == 4 and all(_is_positive_number(w) for w in v)),
+    message="--stage_widths must be four positive numbers, e.g. 0.5,0.5,0.5,2")
 flags.register_validator("original_cap", lambda v: v == 0 or v >= 1,
                          message="--original_cap must be 0 (no cap) or at least 1")
+
+
+def _is_positive_number(text):
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
+
+
+def stage_widths():
+    """--stage_widths as floats, or None."""
+    return tuple(float(w) for w in FLAGS.stage_widths) if FLAGS.stage_widths else None
 
 
 def build_model(info, global_bn, augment_in_model):
@@ -80,7 +98,7 @@ def build_model(info, global_bn, augment_in_model):
 
     return build_simclr(
         backbone=FLAGS.backbone, stem=FLAGS.stem, width_multiplier=FLAGS.width_multiplier,
-        head_depth=FLAGS.head_depth, proj_dim=FLAGS.proj_dim,
+        stage_widths=stage_widths(), head_depth=FLAGS.head_depth, proj_dim=FLAGS.proj_dim,
         loss=losses.get(FLAGS.loss, temperature=FLAGS.temperature, scale=FLAGS.loss_scale),
         synchronized_bn=global_bn, chunk_size=FLAGS.chunk_size,
         augmenter=make_augmenter() if augment_in_model else None,
@@ -180,7 +198,8 @@ def main(argv):
     has_gpu = bool(tf.config.list_physical_devices("GPU"))
     augment_in_model = FLAGS.augment_in == "model" or (FLAGS.augment_in == "auto" and has_gpu)
     policy = precision.set_precision(FLAGS.precision, has_gpu=has_gpu)
-    common.say(f"pretraining {FLAGS.backbone} (width {FLAGS.width_multiplier:g}, {FLAGS.stem} "
+    widths = ",".join(f"{w:g}" for w in stage_widths() or (FLAGS.width_multiplier,))
+    common.say(f"pretraining {FLAGS.backbone} (width {widths}, {FLAGS.stem} "
                f"stem) on {dataset}:{FLAGS.train_split}, {num_examples} images; "
                f"{FLAGS.image_size} px views made in the "
                f"{'model' if augment_in_model else 'input pipeline'}")

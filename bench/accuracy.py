@@ -56,12 +56,12 @@ HEADER = ("| date | CPU | cores | command | recipe | budget min | pretraining mi
 # Flags of apps.pretrain that this script sets itself.
 OWN_PRETRAIN_FLAGS = ("dataset", "train_split", "epochs", "steps_per_epoch", "model_dir",
                       "verbose", "flagfile")
-RECIPE_FLAGS = ("backbone", "stem", "width_multiplier", "image_size", "head_depth", "proj_dim",
-                "batch_size", "temperature", "optimizer", "learning_rate", "lr_scaling",
-                "warmup_epochs", "weight_decay", "momentum", "jitter_strength", "blur_prob",
-                "solarize_prob", "min_crop_area", "resize_method", "brightness",
-                "original_cap", "augment_in", "probe", "loss", "loss_scale", "small_views",
-                "small_view_size", "chunk_size", "precision")
+RECIPE_FLAGS = ("backbone", "stem", "width_multiplier", "stage_widths", "image_size",
+                "head_depth", "proj_dim", "batch_size", "temperature", "optimizer",
+                "learning_rate", "lr_scaling", "warmup_epochs", "weight_decay", "momentum",
+                "jitter_strength", "blur_prob", "solarize_prob", "min_crop_area",
+                "resize_method", "brightness", "original_cap", "augment_in", "probe", "loss",
+                "loss_scale", "small_views", "small_view_size", "chunk_size", "precision")
 
 
 def parse_args(argv):
@@ -270,11 +270,17 @@ def budget_text(args):
     return f"a {args.minutes:g}-minute budget"
 
 
+def widths_text(recipe):
+    """"0.5", or "0.5,0.5,0.5,2" with per-stage widths."""
+    return ",".join(f"{float(w):g}" for w in recipe.get("stage_widths") or
+                    (recipe["width_multiplier"],))
+
+
 def recipe_cell(result):
     r = result["recipe"]
     return (f"{os.path.basename(result['flagfile'])}"
             f"{' ' + ' '.join(result['pretrain_flags']) if result['pretrain_flags'] else ''}: "
-            f"{r['backbone']} {r['stem']} stem x{r['width_multiplier']:g}, {r['image_size']} px, "
+            f"{r['backbone']} {r['stem']} stem x{widths_text(r)}, {r['image_size']} px, "
             f"batch {r['batch_size']}, T {r['temperature']:g}, {r['optimizer']} lr "
             f"{r['learning_rate']:g} ({r['lr_scaling']}), wd {r['weight_decay']:g}, "
             f"jitter {r['jitter_strength']:g}, loss {r['loss']}"

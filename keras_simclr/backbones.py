@@ -9,7 +9,9 @@ and ResNet-50 (bottlenecks) after He et al. 2016, with
   maps after the stem at 32 px (the ImageNet stem leaves 8x8, the CIFAR stem 32x32), for
   about a quarter of the CIFAR stem's FLOPs;
 - `width_multiplier` scaling every channel count (SimCLR's 1x/2x/4x, or fractions such as
-  0.25 for small CPU runs);
+  0.25 for small CPU runs), and `stage_widths` one multiplier per stage in its place: at
+  32 px with the ImageNet stem the last stage runs on 1x1 maps, where a wider stage and h
+  cost little next to the 8x8 and 4x4 stages;
 - output h: global average pooling of the last stage, of size 512*width (10/18/34) or
   2048*width (50);
 - BatchNormalization with momentum 0.9 and epsilon 1e-5 as the official code, the last BN
@@ -80,19 +82,28 @@ def resnet(
     synchronized_bn=False,
     input_shape=(None, None, 3),
     name=None,
+    stage_widths=None,
 ):
-    """Build a ResNet encoder mapping float images in [0, 1] to h = GAP(features)."""
+    """Build a ResNet encoder mapping float images in [0, 1] to h = GAP(features).
+
+    `stage_widths`: four multipliers, one per stage, used instead of `width_multiplier`
+    for the stages (the stem keeps `width_multiplier`); None: `width_multiplier` for all.
+    """
     if depth not in _BLOCKS:
         raise ValueError(f"depth must be one of {sorted(_BLOCKS)}, got {depth}")
     if stem not in STEMS:
         raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
     if width_multiplier <= 0:
         raise ValueError(f"width_multiplier must be positive, got {width_multiplier}")
+    stage_widths = tuple(stage_widths or (width_multiplier,) * len(_STAGE_FILTERS))
+    if len(stage_widths) != len(_STAGE_FILTERS) or min(stage_widths) <= 0:
+        raise ValueError(f"stage_widths must be {len(_STAGE_FILTERS)} positive multipliers, "
+                         f"got {stage_widths}")
     kind, repeats = _BLOCKS[depth]
     block = _basic_block if kind == "basic" else _bottleneck_block
 
-    def width(filters):
-        return max(1, int(round(filters * width_multiplier)))
+    def width(filters, multiplier=width_multiplier):
+        return max(1, int(round(filters * multiplier)))
 
     inputs = keras.Input(input_shape, name="images")
     if stem == "imagenet":
@@ -102,10 +113,11 @@ def resnet(
     else:
         x = _conv(width(64), 3, 1 if stem == "cifar" else 2, "stem_conv")(inputs)
         x = keras.layers.ReLU(name="stem_relu")(_bn(synchronized_bn, "stem_bn")(x))
-    for stage, (filters, count) in enumerate(zip(_STAGE_FILTERS, repeats)):
+    for stage, (filters, count, multiplier) in enumerate(zip(_STAGE_FILTERS, repeats, stage_widths)):
         for index in range(count):
             strides = 2 if stage > 0 and index == 0 else 1
-            x = block(x, width(filters), strides, synchronized_bn, f"stage{stage + 1}_block{index + 1}")
+            x = block(x, width(filters, multiplier), strides, synchronized_bn,
+                      f"stage{stage + 1}_block{index + 1}")
     h = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     return keras.Model(inputs, h, name=name or f"resnet{depth}_{stem}")
 

@@ -301,14 +301,16 @@ def build_simclr(*, backbone: str = "resnet18", stem: str = "imagenet",
                  width_multiplier: float = 1.0, head_depth: int = 3, proj_dim: int = 128,
                  loss: losses.NTXent | None = None, synchronized_bn: bool = False,
                  augmenter=None, probe_classes: int | None = None,
-                 chunk_size: int | None = None) -> SimCLR:
+                 chunk_size: int | None = None,
+                 stage_widths: tuple[float, ...] | None = None) -> SimCLR:
     """An uncompiled SimCLR from a recipe's names and sizes (as apps.pretrain builds it).
 
     Call inside `strategy.scope()` under tf.distribute; `synchronized_bn` applies to every
     BN layer of encoder and head (global BN).
 
     Args:
-        backbone, stem, width_multiplier: the encoder (`backbones.build_backbone`).
+        backbone, stem, width_multiplier, stage_widths: the encoder
+            (`backbones.build_backbone`).
         head_depth, proj_dim: the projection head's layers and output size.
         loss: the contrastive objective (default `NTXent(0.5)`).
         synchronized_bn: synchronise every BN layer across replicas.
@@ -319,6 +321,7 @@ def build_simclr(*, backbone: str = "resnet18", stem: str = "imagenet",
         The uncompiled `SimCLR` model.
     """
     encoder = backbones.build_backbone(backbone, stem=stem, width_multiplier=width_multiplier,
+                                       stage_widths=stage_widths,
                                        synchronized_bn=synchronized_bn)
     head = ProjectionHead(head_depth, output_dim=proj_dim, synchronized_bn=synchronized_bn)
     return SimCLR(encoder, head, augmenter=augmenter, loss=loss, probe_classes=probe_classes,

@@ -303,13 +303,19 @@ def test_pretrain_in_the_model_on_large_images_records_and_keeps_the_flags(tmp_p
     flags_given = [f"--{name}={value}" for name, value in AUGMENT_FLAGS.items()]
     run_app("pretrain", f"--dataset=folder:{root}", f"--model_dir={model_dir}", "--epochs=1",
             "--augment_in=model", "--original_cap=2", "--small_views=1",
-            "--small_view_size=8", *TINY, *flags_given)
+            "--small_view_size=8", *TINY, "--stage_widths=0.125,0.125,0.125,0.25",
+            *flags_given)
     with open(os.path.join(model_dir, "config.json")) as f:
         config = json.load(f)
     assert {name: config[name] for name in AUGMENT_FLAGS} == AUGMENT_FLAGS
-    assert config["original_cap"] == 2.0
+    assert config["original_cap"] == 2.0 and config["stage_widths"] == ["0.125"] * 3 + ["0.25"]
     with zipfile.ZipFile(os.path.join(model_dir, "model.keras")) as archive:
-        saved = json.loads(archive.read("config.json"))["config"]["augmenter"]["config"]
+        model_config = json.loads(archive.read("config.json"))["config"]
+    filters = {layer["name"]: layer["config"].get("filters")
+               for layer in model_config["encoder"]["config"]["layers"]}
+    assert filters["stem_conv"] == 8 and filters["stage3_block2_2_conv"] == 32
+    assert filters["stage4_block2_2_conv"] == 128  # 512 x 0.25: the wide last stage
+    saved = model_config["augmenter"]["config"]
     assert saved["small_views"] == 1
     full = saved["full"]["config"]
     assert {name: full[name] for name in ("resize_method", "brightness")} == {
@@ -332,6 +338,10 @@ def test_evaluation_crops_with_the_runs_resize_method(tmp_path):
     ("pretrain", ["--dataset=folder:{tmp}/missing", "--model_dir={tmp}/r"], "does not exist"),
     ("pretrain", ["--epochs=0", "--model_dir={tmp}/r"], "--epochs must be positive"),
     ("pretrain", ["--batch_size=-4", "--model_dir={tmp}/r"], "--batch_size must be positive"),
+    ("pretrain", ["--stage_widths=0.5,0.5,1", "--model_dir={tmp}/r"],
+     "--stage_widths must be four positive numbers"),
+    ("pretrain", ["--stage_widths=0.5,0.5,1,wide", "--model_dir={tmp}/r"],
+     "--stage_widths must be four positive numbers"),
     ("pretrain", ["--strategy=mirrored", "--cpu_replicas=2", "--batch_size=15",
                   "--model_dir={tmp}/r"], "not divisible"),
     ("pretrain", ["--epochs=1"], "--model_dir is required"),

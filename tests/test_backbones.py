@@ -24,6 +24,23 @@ def test_full_width_resnet18_and_50_sizes():
     assert backbones.output_width(backbones.resnet(50, width_multiplier=2)) == 4096
 
 
+def test_stage_widths_set_each_stage_and_the_stem_keeps_the_width_multiplier():
+    encoder = backbones.resnet(18, width_multiplier=0.25, stage_widths=(0.25, 0.25, 0.5, 2),
+                               input_shape=(32, 32, 3))
+    channels = {name: encoder.get_layer(name).output.shape[-1] for name in (
+        "stem_conv", "stage1_block2_out", "stage2_block2_out", "stage3_block2_out",
+        "stage4_block2_out")}
+    assert list(channels.values()) == [16, 16, 32, 128, 1024]
+    assert backbones.output_width(encoder) == 1024
+    assert encoder(np.zeros((2, 32, 32, 3), np.float32)).shape == (2, 1024)
+
+
+@pytest.mark.parametrize("stage_widths", [(0.5, 0.5, 1), (0.5, 0.5, 0.5, 0)])
+def test_stage_widths_must_be_four_positive_multipliers(stage_widths):
+    with pytest.raises(ValueError, match="stage_widths must be 4 positive"):
+        backbones.resnet(18, stage_widths=stage_widths)
+
+
 def test_stems_downsample_as_documented():
     cifar = backbones.resnet(18, stem="cifar", width_multiplier=0.125, input_shape=(32, 32, 3))
     imagenet = backbones.resnet(18, stem="imagenet", width_multiplier=0.125, input_shape=(32, 32, 3))

@@ -13,7 +13,7 @@ and ResNet-50 (bottlenecks) after He et al. 2016, with
   32 px with the ImageNet stem the last stage runs on 1x1 maps, where a wider stage and h
   cost little next to the 8x8 and 4x4 stages;
 - output h: global average pooling of the last stage, of size 512*width (10/18/34) or
-  2048*width (50);
+  2048*width (50), with the last stage's width;
 - BatchNormalization with momentum 0.9 and epsilon 1e-5 as the official code, the last BN
   of every residual branch initialised to zero, and `synchronized_bn` passed at
   construction: set after construction it would be lost on `.keras` reload.
@@ -113,7 +113,8 @@ def resnet(
     else:
         x = _conv(width(64), 3, 1 if stem == "cifar" else 2, "stem_conv")(inputs)
         x = keras.layers.ReLU(name="stem_relu")(_bn(synchronized_bn, "stem_bn")(x))
-    for stage, (filters, count, multiplier) in enumerate(zip(_STAGE_FILTERS, repeats, stage_widths)):
+    stages = zip(_STAGE_FILTERS, repeats, stage_widths)
+    for stage, (filters, count, multiplier) in enumerate(stages):
         for index in range(count):
             strides = 2 if stage > 0 and index == 0 else 1
             x = block(x, width(filters, multiplier), strides, synchronized_bn,

@@ -78,8 +78,29 @@ def test_calibration_counts_the_small_views_of_multi_crop(monkeypatch, tmp_path)
     # 4 views per image (2 full + 2 small), batch 64: 512 views/s is 2 steps/s
     monkeypatch.setattr(accuracy, "run_pretrain",
                         lambda *a, **k: (watch, {"views_per_s": 512.0}))
-    args = types.SimpleNamespace(calibration_steps=20, work_dir=str(tmp_path))
+    args = types.SimpleNamespace(calibration_views=5120, work_dir=str(tmp_path))
     recipe = types.SimpleNamespace(batch_size=64, small_views=2)
     calibration = accuracy.calibrate(args, recipe, full_steps=100)
+    assert calibration["steps"] == 2 * 20
     assert calibration["steps_per_s"] == pytest.approx(2.0)
     assert calibration["overhead_s"] == pytest.approx(100.0 - 40 / 2.0)
+
+
+@pytest.mark.parametrize("batch_size, steps", [(256, 80), (1024, 20), (100, 205)])
+def test_calibration_epochs_hold_the_same_views_for_every_batch_size(monkeypatch, tmp_path,
+                                                                      batch_size, steps):
+    """Small batches get more calibration steps, so each is timed over as many views."""
+    import types
+
+    from bench import accuracy
+
+    ran = []
+    watch = types.SimpleNamespace(wall_s=100.0, as_dict=lambda: {"wall_s": 100.0})
+    monkeypatch.setattr(accuracy, "run_pretrain", lambda args, model_dir, epochs, steps_:
+                        ran.append((epochs, steps_)) or (watch, {"views_per_s": 1000.0}))
+    args = accuracy.parse_args([f"--work_dir={tmp_path}"])
+    recipe = types.SimpleNamespace(batch_size=batch_size, small_views=0)
+    accuracy.calibrate(args, recipe, full_steps=1000)
+    assert ran == [(2, steps)]
+    accuracy.calibrate(args, recipe, full_steps=10)  # never more than one pass per epoch
+    assert ran[-1] == (2, 10)

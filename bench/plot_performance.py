@@ -1,12 +1,15 @@
 """The README's performance plot: val linear top-1 against pretraining minutes.
 
-Reads the measured runs, nothing else: the rows of bench/RESULTS.md's accuracy table whose
-recipe is a preset as it is (no extra flags) with a minute budget, and the learning curves
-of bench/curves/*.json (bench/accuracy.py --curve_every; a curve of a preset varied by
-extra flags is a series of its own). Draws one colour per preset:
-its budget runs as dots (a line through the median of each budget), its learning curves
-as a line, and its random-init floor (the same network untrained) as a dashed line. The
-minute axis is logarithmic, so 5-minute and 8-hour runs fit one picture.
+Reads the measured runs, nothing else: the rows of bench/RESULTS.md's accuracy table that ran
+a preset with a minute budget, and the learning curves of bench/curves/*.json
+(bench/accuracy.py --curve_every). A run counts as its preset when its extra flags are only
+seeds or settings the preset file now holds (so the runs that tried a setting before a preset
+adopted it count), and a curve with other flags is a series of its own. A preset whose recipe
+changed over time (the recipe cell of the row) gets one series per recipe, named by the
+settings that differ, so its old runs are never drawn as the new recipe. Draws one colour per
+series: its budget runs as dots (a line through the median of each budget), its learning
+curves as a line, and its random-init floor (the same network untrained) as a dashed line.
+The minute axis is logarithmic, so 5-minute and 8-hour runs fit one picture.
 
     python bench/plot_performance.py   # writes docs/images/performance.png
 """
@@ -24,9 +27,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from bench import accuracy, common  # noqa: E402
 
-COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
+COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14),
+           (140, 86, 75), (227, 119, 194), (23, 190, 207)]
+CONFIGS = os.path.join(accuracy.REPO, "apps", "configs")
 SIZE = (900, 560)
 MARGIN = {"left": 70, "right": 20, "top": 40, "bottom": 60}
+LEGEND_LINE = 22  # pixels per legend entry, drawn under the plot
 
 
 def _percent(cell: str) -> float | None:
@@ -34,8 +40,23 @@ def _percent(cell: str) -> float | None:
     return float(cell.rstrip("%")) if cell.endswith("%") else None
 
 
-def budget_runs(results_path: str) -> list[dict]:
-    """Accuracy rows of unmodified presets with a minute budget, as dicts."""
+def preset_settings(preset: str, configs: str) -> set[str]:
+    """The flags a preset file sets now, as written there ("--batch_size=1024")."""
+    path = os.path.join(configs, preset)
+    if not os.path.exists(path):
+        return set()
+    return {line.strip() for line in open(path) if line.startswith("--")}
+
+
+def series_name(preset: str, flags: list[str], configs: str) -> str:
+    """The preset plus the flags of a run that vary it (not seeds, not what it now sets)."""
+    settings = preset_settings(preset, configs)
+    varied = [f for f in flags if f not in settings and not f.startswith("--seed=")]
+    return " ".join([preset, *varied])
+
+
+def budget_runs(results_path: str, configs: str = CONFIGS) -> list[dict]:
+    """Accuracy rows of presets with a minute budget, as dicts keyed by their series."""
     if not os.path.exists(results_path):
         return []
     lines = open(results_path).read().splitlines()
@@ -49,26 +70,32 @@ def budget_runs(results_path: str) -> list[dict]:
         if not line.startswith("|"):
             break
         row = dict(zip(columns, (c.strip() for c in line.strip().strip("|").split("|"))))
-        preset, _, rest = row.get("recipe", "").partition(":")
-        if not preset.endswith(".cfg") or " " in preset or row["budget min"] == "-":
+        command, _, recipe = row.get("recipe", "").partition(": ")
+        if recipe and ", loss " not in recipe:
+            recipe += ", loss ntxent"  # rows from before --loss, when every run used NT-Xent
+        preset, *flags = command.split()
+        if (not preset.endswith(".cfg") or series_name(preset, flags, configs) != preset
+                or row["budget min"] == "-"):
             continue  # a recipe varied by extra flags, or a fixed number of steps
         linear = _percent(row["linear top-1"])
         if linear is None:
             continue
-        runs.append({"preset": preset, "minutes": float(row["pretraining min"].split()[0]),
+        runs.append({"series": (preset, recipe), "minutes": float(row["pretraining min"].split()[0]),
                      "linear": linear, "random_linear": _percent(row["random-init linear"]),
                      "cpu": row["CPU"]})
     return runs
 
 
-def curves(curve_dir: str) -> list[dict]:
+def curves(curve_dir: str, configs: str = CONFIGS) -> list[dict]:
     """The learning curves written by bench/accuracy.py --curve_every."""
     found = []
     for path in sorted(glob.glob(os.path.join(curve_dir, "*.json"))):
         with open(path) as f:
             curve = json.load(f)
-        preset = " ".join([os.path.basename(curve["flagfile"]), *curve.get("pretrain_flags", [])])
-        found.append({"preset": preset,
+        recipe = accuracy.recipe_cell(curve).partition(": ")[2]
+        name = series_name(os.path.basename(curve["flagfile"]),
+                           curve.get("pretrain_flags", []), configs)
+        found.append({"series": (name, recipe),
                       "label": os.path.basename(path),
                       "points": [(p["minutes"], 100 * p["linear_top1"])
                                  for p in curve["points"] if p.get("linear_top1") is not None],
@@ -77,25 +104,57 @@ def curves(curve_dir: str) -> list[dict]:
     return found
 
 
+def series_names(keys) -> dict:
+    """Legend name of each (name, recipe) series: the name, and where one name was run with
+    several recipes, the recipe settings that differ ("cifar10_cpu.cfg (x0.5, batch 256)")."""
+    variants = {}
+    for name, recipe in keys:
+        variants.setdefault(name, []).append(recipe.split(", "))
+    names = {}
+    for name, recipe in keys:
+        if len(variants[name]) == 1:
+            names[(name, recipe)] = name
+            continue
+        settings = recipe.split(", ")
+        differing = [_differing_words(i, settings, variants[name]) for i in range(len(settings))
+                     if any(settings[i] not in v for v in variants[name])]
+        names[(name, recipe)] = f"{name} ({', '.join(differing)})"
+    return names
+
+
+def _differing_words(index, settings, variants):
+    """settings[index] from its first word that another variant's setting there lacks; a
+    bare number keeps the word before it ("batch 1024", not "1024")."""
+    words = settings[index].split()
+    others = [v[index].split() for v in variants if len(v) > index]
+    first = next((i for i, word in enumerate(words)
+                  if any(len(o) <= i or o[i] != word for o in others)), 0)
+    if first and words[first][0].isdigit():
+        first -= 1
+    return " ".join(words[first:])
+
+
 def draw(runs: list[dict], learning_curves: list[dict], path: str) -> str:
     """Draw the plot to `path` (PNG); returns the path."""
     from PIL import Image, ImageDraw, ImageFont
 
-    presets = sorted({r["preset"] for r in runs} | {c["preset"] for c in learning_curves})
-    if not presets:
+    keys = sorted({r["series"] for r in runs} | {c["series"] for c in learning_curves})
+    if not keys:
         raise SystemExit("error: no preset runs with a minute budget and no curves to draw")
-    colour = {p: COLOURS[i % len(COLOURS)] for i, p in enumerate(presets)}
+    colour = {key: COLOURS[i % len(COLOURS)] for i, key in enumerate(keys)}
+    name = series_names(keys)
     floors = {}
     for item in runs + learning_curves:
         if item.get("random_linear") is not None:
-            floors.setdefault(item["preset"], []).append(item["random_linear"])
+            floors.setdefault(item["series"], []).append(item["random_linear"])
     xs = [r["minutes"] for r in runs] + [x for c in learning_curves for x, _ in c["points"]]
     ys = ([r["linear"] for r in runs] + [y for c in learning_curves for _, y in c["points"]]
           + [y for values in floors.values() for y in values])
     x_lo, x_hi = math.log2(max(min(xs), 1) / 1.3), math.log2(max(xs) * 1.3)
     y_lo, y_hi = 10 * math.floor(min(ys) / 10 - 0.2), 10 * math.ceil(max(ys) / 10 + 0.2)
 
-    image = Image.new("RGB", SIZE, "white")
+    entries = len(floors) + len({r["series"] for r in runs}) + len(learning_curves)
+    image = Image.new("RGB", (SIZE[0], SIZE[1] + LEGEND_LINE * entries), "white")  # legend below
     canvas = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=14)
     left, top = MARGIN["left"], MARGIN["top"]
@@ -122,14 +181,14 @@ def draw(runs: list[dict], learning_curves: list[dict], path: str) -> str:
                 font=font)
 
     legend = []
-    for preset, values in floors.items():
+    for key, values in floors.items():
         floor = statistics.median(values)
         _, y = at(1, floor)
         for x in range(left, right, 12):
-            canvas.line([(x, y), (min(x + 6, right), y)], fill=colour[preset], width=2)
-        legend.append((colour[preset], f"{preset}: random-init floor {floor:.1f}%", "dash"))
-    for preset in presets:
-        mine = [r for r in runs if r["preset"] == preset]
+            canvas.line([(x, y), (min(x + 6, right), y)], fill=colour[key], width=2)
+        legend.append((colour[key], f"{name[key]}: random init {floor:.1f}%", "dash"))
+    for key in keys:
+        mine = [r for r in runs if r["series"] == key]
         if not mine:
             continue
         buckets = {}
@@ -139,23 +198,24 @@ def draw(runs: list[dict], learning_curves: list[dict], path: str) -> str:
                     statistics.median(r["linear"] for r in group))
                    for _, group in sorted(buckets.items())]
         if len(medians) > 1:
-            canvas.line([at(*m) for m in medians], fill=colour[preset], width=2)
+            canvas.line([at(*m) for m in medians], fill=colour[key], width=2)
         for r in mine:
             x, y = at(r["minutes"], r["linear"])
-            canvas.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colour[preset])
-        legend.append((colour[preset], f"{preset}: runs planned for their budget", "dot"))
+            canvas.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colour[key])
+        legend.append((colour[key], f"{name[key]}: budget runs", "dot"))
     for curve in learning_curves:
         if len(curve["points"]) > 1:
-            canvas.line([at(*p) for p in curve["points"]], fill=colour[curve["preset"]], width=3)
+            canvas.line([at(*p) for p in curve["points"]], fill=colour[curve["series"]], width=3)
         for point in curve["points"]:
             x, y = at(*point)
-            canvas.rectangle([x - 3, y - 3, x + 3, y + 3], outline=colour[curve["preset"]], width=2)
-        legend.append((colour[curve["preset"]],
-                       f"{curve['preset']}: one run's learning curve", "line"))
+            canvas.rectangle([x - 3, y - 3, x + 3, y + 3], outline=colour[curve["series"]],
+                           width=2)
+        legend.append((colour[curve["series"]],
+                       f"{name[curve['series']]}: learning curve", "line"))
 
-    y = bottom - 22 * len(legend) - 6
+    y = SIZE[1]
     for rgb, text, style in legend:
-        x = left + 340
+        x = left + 10
         if style == "dot":
             canvas.ellipse([x + 6, y + 3, x + 14, y + 11], fill=rgb)
         elif style == "dash":
@@ -164,7 +224,7 @@ def draw(runs: list[dict], learning_curves: list[dict], path: str) -> str:
         else:
             canvas.line([(x, y + 7), (x + 20, y + 7)], fill=rgb, width=3)
         canvas.text((x + 28, y), text, fill="black", font=font)
-        y += 22
+        y += LEGEND_LINE
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     image.save(path)
     return path

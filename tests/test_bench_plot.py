@@ -17,35 +17,93 @@ def _results(tmp_path, rows):
     return str(path)
 
 
-def test_budget_runs_keep_unmodified_presets_with_a_budget(tmp_path):
+OLD = "resnet18 imagenet stem x0.5, 32 px, batch 256, T 0.2, loss ntxent"
+NEW = "resnet18 imagenet stem x0.5,0.5,0.5,1, 32 px, batch 1024, T 0.2, loss ntxent"
+BATCH_ONLY = "resnet18 imagenet stem x0.5, 32 px, batch 1024, T 0.2, loss ntxent"
+RECIPE = {"backbone": "resnet18", "stem": "imagenet", "width_multiplier": 0.5,
+          "stage_widths": [0.5, 0.5, 0.5, 1.0], "image_size": 32, "batch_size": 1024,
+          "temperature": 0.2, "optimizer": "lars", "learning_rate": 1.0, "lr_scaling": "linear",
+          "weight_decay": 1e-4, "jitter_strength": 0.5, "loss": "ntxent", "small_views": 0}
+
+
+def _configs(tmp_path):
+    """A config folder whose cifar10_cpu.cfg has adopted the wide last stage and batch 1024."""
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "cifar10_cpu.cfg").write_text(
+        "# comment --batch_size=1\n--stem=imagenet\n--stage_widths=0.5,0.5,0.5,1\n"
+        "--batch_size=1024\n")
+    return str(configs)
+
+
+def test_budget_runs_keep_presets_their_seeds_and_the_settings_they_adopted(tmp_path):
     path = _results(tmp_path, [
-        ROW.format(recipe="cifar10_cpu.cfg: resnet18", budget="30", minutes="29.4",
-                   linear="60.52%"),
-        ROW.format(recipe="cifar10_cpu.cfg --stem=cifar: resnet18", budget="30",
+        ROW.format(recipe="cifar10_cpu.cfg: " + OLD.replace(", loss ntxent", ""), budget="30",
+                   minutes="29.4", linear="60.52%"),  # written before the loss was shown
+        ROW.format(recipe=f"cifar10_cpu.cfg --stem=cifar: {OLD}", budget="30",
                    minutes="30.1", linear="70.00%"),
-        ROW.format(recipe="cifar10_cpu.cfg: resnet18", budget="-", minutes="3.6",
+        ROW.format(recipe=f"cifar10_cpu.cfg: {OLD}", budget="-", minutes="3.6",
                    linear="50.92%"),
-        ROW.format(recipe="cifar10_cpu_long.cfg: resnet18", budget="120", minutes="119.0",
+        ROW.format(recipe=f"cifar10_cpu.cfg --seed=1: {OLD}", budget="30", minutes="26.0",
+                   linear="58.10%"),
+        ROW.format(recipe=f"cifar10_cpu.cfg --stage_widths=0.5,0.5,0.5,1 --batch_size=1024 "
+                          f"--seed=1: {NEW}", budget="30", minutes="30.8", linear="60.06%"),
+        ROW.format(recipe=f"cifar10_cpu.cfg --batch_size=1024: {BATCH_ONLY}", budget="10",
+                   minutes="9.9", linear="54.00%"),
+        ROW.format(recipe=f"cifar10_cpu_long.cfg: {OLD}", budget="120", minutes="119.0",
                    linear="75.00%"),
     ])
-    runs = plot_performance.budget_runs(path)
-    assert [(r["preset"], r["minutes"], r["linear"]) for r in runs] == [
-        ("cifar10_cpu.cfg", 29.4, 60.52), ("cifar10_cpu_long.cfg", 119.0, 75.0)]
+    runs = plot_performance.budget_runs(path, _configs(tmp_path))
+    assert [(r["series"], r["minutes"], r["linear"]) for r in runs] == [
+        (("cifar10_cpu.cfg", OLD), 29.4, 60.52), (("cifar10_cpu.cfg", OLD), 26.0, 58.10),
+        (("cifar10_cpu.cfg", NEW), 30.8, 60.06),
+        (("cifar10_cpu.cfg", BATCH_ONLY), 9.9, 54.0),
+        (("cifar10_cpu_long.cfg", OLD), 119.0, 75.0)]
     assert runs[0]["random_linear"] == 39.66
+
+
+def test_series_names_tell_a_presets_recipes_apart():
+    names = plot_performance.series_names([
+        ("cifar10_cpu.cfg", OLD), ("cifar10_cpu.cfg", NEW),
+        ("cifar10_cpu.cfg", NEW + ", 2 x 16 px small views"), ("cifar10_cpu_long.cfg", OLD)])
+    assert names == {
+        ("cifar10_cpu.cfg", OLD): "cifar10_cpu.cfg (x0.5, batch 256)",
+        ("cifar10_cpu.cfg", NEW): "cifar10_cpu.cfg (x0.5,0.5,0.5,1, batch 1024)",
+        ("cifar10_cpu.cfg", NEW + ", 2 x 16 px small views"):
+            "cifar10_cpu.cfg (x0.5,0.5,0.5,1, batch 1024, 2 x 16 px small views)",
+        ("cifar10_cpu_long.cfg", OLD): "cifar10_cpu_long.cfg"}
+
+
+def test_curves_drop_the_flags_their_preset_adopted(tmp_path):
+    curve_dir = tmp_path / "curves"
+    curve_dir.mkdir()
+    for flags in (["--stage_widths=0.5,0.5,0.5,1", "--batch_size=1024"], ["--stem=stride2"]):
+        (curve_dir / f"{flags[0][2:6]}.json").write_text(json.dumps({
+            "flagfile": "apps/configs/cifar10_cpu.cfg", "pretrain_flags": flags,
+            "recipe": RECIPE, "random_linear_top1": None,
+            "points": [{"minutes": 30, "linear_top1": 0.6}]}))
+    found = plot_performance.curves(str(curve_dir), _configs(tmp_path))
+    assert sorted(c["series"][0] for c in found) == [
+        "cifar10_cpu.cfg", "cifar10_cpu.cfg --stem=stride2"]
+    assert found[0]["series"][1].startswith(
+        "resnet18 imagenet stem x0.5,0.5,0.5,1, 32 px, batch 1024")
 
 
 def test_draw_writes_a_png_with_every_preset_colour(tmp_path):
     path = _results(tmp_path, [
-        ROW.format(recipe="cifar10_cpu.cfg: resnet18", budget="30", minutes="29.4",
+        ROW.format(recipe=f"cifar10_cpu.cfg: {OLD}", budget="30", minutes="29.4",
                    linear="60.52%")])
     curves = tmp_path / "curves"
     curves.mkdir()
     (curves / "long.json").write_text(json.dumps({
         "flagfile": "apps/configs/cifar10_cpu_long.cfg", "random_linear_top1": 0.40,
+        "pretrain_flags": [], "recipe": RECIPE,
         "points": [{"minutes": 30, "linear_top1": 0.55}, {"minutes": 60, "linear_top1": 0.62},
                    {"minutes": 120, "linear_top1": 0.70, "final": True}]}))
-    out = plot_performance.draw(plot_performance.budget_runs(path),
-                                plot_performance.curves(str(curves)), str(tmp_path / "p.png"))
+    configs = _configs(tmp_path)
+    out = plot_performance.draw(plot_performance.budget_runs(path, configs),
+                                plot_performance.curves(str(curves), configs),
+                                str(tmp_path / "p.png"))
     pixels = np.asarray(Image.open(out).convert("RGB")).reshape(-1, 3)
     colours = {tuple(c) for c in np.unique(pixels, axis=0)}
     for rgb in plot_performance.COLOURS[:2]:

@@ -80,7 +80,8 @@ def budget_runs(results_path: str, configs: str = CONFIGS) -> list[dict]:
         linear = _percent(row["linear top-1"])
         if linear is None:
             continue
-        runs.append({"series": (preset, recipe), "minutes": float(row["pretraining min"].split()[0]),
+        runs.append({"series": (preset, recipe),
+                     "minutes": float(row["pretraining min"].split()[0]),
                      "linear": linear, "random_linear": _percent(row["random-init linear"]),
                      "cpu": row["CPU"]})
     return runs

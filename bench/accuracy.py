@@ -287,8 +287,8 @@ def recipe_cell(result):
             f"{' ' + ' '.join(result['pretrain_flags']) if result['pretrain_flags'] else ''}: "
             f"{r['backbone']} {r['stem']} stem x{widths_text(r)}, {r['image_size']} px, "
             f"batch {r['batch_size']}, T {r['temperature']:g}, {r['optimizer']} lr "
-            f"{r['learning_rate']:g} ({r['lr_scaling']}), wd {r['weight_decay']:g}, "
-            f"jitter {r['jitter_strength']:g}, loss {r['loss']}"
+            f"{r['learning_rate']:g} ({r['lr_scaling']}), {r['warmup_epochs']:g}-epoch warm-up, "
+            f"wd {r['weight_decay']:g}, jitter {r['jitter_strength']:g}, loss {r['loss']}"
             + (f", {r['small_views']} x {r['small_view_size']} px small views"
                if r["small_views"] else ""))
 
@@ -352,7 +352,8 @@ def main(argv=None):
         return "-" if value is None else f"{100 * value:.2f}%"
 
     print(f"{budget_text(args)}, pretraining {wall / 60:.1f} min: linear top-1 "
-          f"{percent(result['linear_top1'])} (random-init {percent(result['random_linear_top1'])}), "
+          f"{percent(result['linear_top1'])} "
+          f"(random-init {percent(result['random_linear_top1'])}), "
           f"kNN top-1 {percent(result['knn_top1'])} (random-init "
           f"{percent(result['random_knn_top1'])}) on {args.eval_split}")
     if args.curve_every:

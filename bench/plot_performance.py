@@ -16,6 +16,7 @@ The minute axis is logarithmic, so 5-minute and 8-hour runs fit one picture.
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import json
 import math
@@ -40,12 +41,14 @@ def _percent(cell: str) -> float | None:
     return float(cell.rstrip("%")) if cell.endswith("%") else None
 
 
-def preset_settings(preset: str, configs: str) -> set[str]:
-    """The flags a preset file sets now, as written there ("--batch_size=1024")."""
+@functools.cache
+def preset_settings(preset: str, configs: str) -> frozenset[str]:
+    """The flags a preset file sets now, as written there ("--batch_size=1024"); read once."""
     path = os.path.join(configs, preset)
     if not os.path.exists(path):
-        return set()
-    return {line.strip() for line in open(path) if line.startswith("--")}
+        return frozenset()
+    with open(path) as f:
+        return frozenset(line.strip() for line in f if line.startswith("--"))
 
 
 def series_name(preset: str, flags: list[str], configs: str) -> str:
@@ -97,7 +100,6 @@ def curves(curve_dir: str, configs: str = CONFIGS) -> list[dict]:
         name = series_name(os.path.basename(curve["flagfile"]),
                            curve.get("pretrain_flags", []), configs)
         found.append({"series": (name, recipe),
-                      "label": os.path.basename(path),
                       "points": [(p["minutes"], 100 * p["linear_top1"])
                                  for p in curve["points"] if p.get("linear_top1") is not None],
                       "random_linear": (None if curve.get("random_linear_top1") is None

@@ -23,7 +23,8 @@ BATCH_ONLY = "resnet18 imagenet stem x0.5, 32 px, batch 1024, T 0.2, loss ntxent
 RECIPE = {"backbone": "resnet18", "stem": "imagenet", "width_multiplier": 0.5,
           "stage_widths": [0.5, 0.5, 0.5, 1.0], "image_size": 32, "batch_size": 1024,
           "temperature": 0.2, "optimizer": "lars", "learning_rate": 1.0, "lr_scaling": "linear",
-          "weight_decay": 1e-4, "jitter_strength": 0.5, "loss": "ntxent", "small_views": 0}
+          "warmup_epochs": 1.0, "weight_decay": 1e-4, "jitter_strength": 0.5, "loss": "ntxent",
+          "small_views": 0}
 
 
 def _configs(tmp_path):
@@ -87,6 +88,18 @@ def test_curves_drop_the_flags_their_preset_adopted(tmp_path):
         "cifar10_cpu.cfg", "cifar10_cpu.cfg --stem=stride2"]
     assert found[0]["series"][1].startswith(
         "resnet18 imagenet stem x0.5,0.5,0.5,1, 32 px, batch 1024")
+
+
+def test_a_preset_whose_warm_up_changed_gets_a_series_per_warm_up():
+    """The recipe cell holds the warm-up, so runs from before a preset changed it are not
+    drawn as the preset."""
+    cells = [accuracy.recipe_cell({"flagfile": "apps/configs/cifar10_cpu.cfg", "pretrain_flags": [],
+                                   "recipe": {**RECIPE, "warmup_epochs": warmup}})
+             for warmup in (1.0, 10.0)]
+    keys = [("cifar10_cpu.cfg", cell.partition(": ")[2]) for cell in cells]
+    assert keys[0] != keys[1]
+    assert sorted(plot_performance.series_names(keys).values()) == [
+        "cifar10_cpu.cfg (1-epoch warm-up)", "cifar10_cpu.cfg (10-epoch warm-up)"]
 
 
 def test_draw_writes_a_png_with_every_preset_colour(tmp_path):

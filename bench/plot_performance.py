@@ -62,7 +62,8 @@ def budget_runs(results_path: str, configs: str = CONFIGS) -> list[dict]:
     """Accuracy rows of presets with a minute budget, as dicts keyed by their series."""
     if not os.path.exists(results_path):
         return []
-    lines = open(results_path).read().splitlines()
+    with open(results_path) as f:
+        lines = f.read().splitlines()
     try:
         start = lines.index(accuracy.SECTION)
     except ValueError:
@@ -74,8 +75,6 @@ def budget_runs(results_path: str, configs: str = CONFIGS) -> list[dict]:
             break
         row = dict(zip(columns, (c.strip() for c in line.strip().strip("|").split("|"))))
         command, _, recipe = row.get("recipe", "").partition(": ")
-        if recipe and ", loss " not in recipe:
-            recipe += ", loss ntxent"  # rows from before --loss, when every run used NT-Xent
         preset, *flags = command.split()
         if (not preset.endswith(".cfg") or series_name(preset, flags, configs) != preset
                 or row["budget min"] == "-"):

@@ -21,9 +21,10 @@
 4. With --curve_every=M, a learning curve: the checkpoint that ends first after every M
    minutes of the pretraining process is kept while it runs (`bench/curve.py`) and
    evaluated as the final model is, after the run; the points and the final result go to
-   bench/curves/PRESET-DATE.json, which bench/plot_performance.py draws. Points before the
-   end come from a schedule still in progress (learning rate not decayed yet), so they
-   are below what a run planned for that many minutes reaches.
+   bench/curves/PRESET-DATE.json (-2, -3... for later runs that day), which
+   bench/plot_performance.py draws. Points before the end come from a schedule still in
+   progress (learning rate not decayed yet), so they are below what a run planned for that
+   many minutes reaches.
 
 Flags this script does not know are passed to `apps.pretrain` after the flagfile, so a
 recipe can be varied from the command line. Prints progress, a JSON line with `--json`,
@@ -105,7 +106,8 @@ def parse_args(argv):
                              "checkpoints passing each mark are kept and evaluated after "
                              "the run (0: only the final model)")
     parser.add_argument("--curve_json", default=None,
-                        help="where the curve goes (default: bench/curves/PRESET-DATE.json)")
+                        help="where the curve goes (default: bench/curves/PRESET-DATE.json, "
+                             "numbered -2, -3... after the day's first)")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.add_argument("--results", default=common.RESULTS,
                         help="Markdown file to append a row to ('' to skip)")
@@ -251,10 +253,18 @@ def evaluate_curve(args, kept, image_size, plan_):
 
 
 def write_curve(args, result, points):
-    """Write the curve (points and the final result) to --curve_json for the plot script."""
-    path = args.curve_json or os.path.join(
-        common.BENCH_DIR, "curves",
-        f"{os.path.splitext(os.path.basename(args.flagfile))[0]}-{result['date']}.json")
+    """Write the curve (points and the final result) to --curve_json for the plot script.
+
+    The default name is PRESET-DATE.json, or PRESET-DATE-2.json and on when a run of the same
+    preset that day already wrote one: the plot draws every file, so none may be overwritten.
+    """
+    path = args.curve_json
+    if not path:
+        preset = os.path.splitext(os.path.basename(args.flagfile))[0]
+        stem = os.path.join(common.BENCH_DIR, "curves", f"{preset}-{result['date']}")
+        path, number = f"{stem}.json", 2
+        while os.path.exists(path):
+            path, number = f"{stem}-{number}.json", number + 1
     os.makedirs(os.path.dirname(path), exist_ok=True)
     final = {"minutes": result["pretrain_wall_s"] / 60, "epoch": result["plan"]["epochs"],
              "steps": result["plan"]["total_steps"], "linear_top1": result["linear_top1"],

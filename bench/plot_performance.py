@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from bench import accuracy, common  # noqa: E402
 
 COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14),
-           (140, 86, 75), (227, 119, 194), (23, 190, 207)]
+           (140, 86, 75), (227, 119, 194), (23, 190, 207), (127, 127, 127), (188, 189, 34)]
 CONFIGS = os.path.join(accuracy.REPO, "apps", "configs")
 SIZE = (900, 560)
 MARGIN = {"left": 70, "right": 20, "top": 40, "bottom": 60}
@@ -136,6 +136,11 @@ def _differing_words(index, settings, variants):
     return " ".join(words[first:])
 
 
+def series_colours(keys: list) -> dict:
+    """One colour per series, in order: matplotlib's ten "tab10" colours, reused past ten."""
+    return {key: COLOURS[i % len(COLOURS)] for i, key in enumerate(keys)}
+
+
 def draw(runs: list[dict], learning_curves: list[dict], path: str) -> str:
     """Draw the plot to `path` (PNG); returns the path."""
     from PIL import Image, ImageDraw, ImageFont
@@ -143,7 +148,7 @@ def draw(runs: list[dict], learning_curves: list[dict], path: str) -> str:
     keys = sorted({r["series"] for r in runs} | {c["series"] for c in learning_curves})
     if not keys:
         raise SystemExit("error: no preset runs with a minute budget and no curves to draw")
-    colour = {key: COLOURS[i % len(COLOURS)] for i, key in enumerate(keys)}
+    colour = series_colours(keys)
     name = series_names(keys)
     floors = {}
     for item in runs + learning_curves:

@@ -104,3 +104,26 @@ def test_calibration_epochs_hold_the_same_views_for_every_batch_size(monkeypatch
     assert ran == [(2, steps)]
     accuracy.calibrate(args, recipe, full_steps=10)  # never more than one pass per epoch
     assert ran[-1] == (2, 10)
+
+
+def test_a_second_curve_of_the_day_does_not_overwrite_the_first(monkeypatch, tmp_path):
+    """Two runs of one preset on one date used to write one file: the plot lost a curve."""
+    import json
+    import types
+
+    from bench import accuracy
+
+    monkeypatch.setattr(accuracy.common, "BENCH_DIR", str(tmp_path))
+    args = types.SimpleNamespace(curve_json=None, flagfile="apps/configs/long.cfg")
+
+    def result(linear):
+        return {"date": "2026-11-30", "cpu": "cpu", "cores": 2, "command": "c",
+                "flagfile": "long.cfg", "pretrain_flags": [], "minutes": 120.0, "recipe": {},
+                "random_linear_top1": None, "random_knn_top1": None, "pretrain_wall_s": 60.0,
+                "plan": {"epochs": 1, "total_steps": 2}, "linear_top1": linear,
+                "knn_top1": linear}
+
+    paths = [accuracy.write_curve(args, result(linear), []) for linear in (0.1, 0.2, 0.3)]
+    assert [os.path.basename(p) for p in paths] == [
+        "long-2026-11-30.json", "long-2026-11-30-2.json", "long-2026-11-30-3.json"]
+    assert [json.load(open(p))["points"][-1]["linear_top1"] for p in paths] == [0.1, 0.2, 0.3]

@@ -121,3 +121,9 @@ def test_draw_writes_a_png_with_every_preset_colour(tmp_path):
     colours = {tuple(c) for c in np.unique(pixels, axis=0)}
     for rgb in plot_performance.COLOURS[:2]:
         assert rgb in colours
+
+
+def test_ten_series_get_ten_colours():
+    """With eight colours the ninth series (the long preset at rate 1.5) took the first's."""
+    keys = [f"preset {i}" for i in range(10)]
+    assert len(set(plot_performance.series_colours(keys).values())) == 10

@@ -126,4 +126,8 @@ def test_a_second_curve_of_the_day_does_not_overwrite_the_first(monkeypatch, tmp
     paths = [accuracy.write_curve(args, result(linear), []) for linear in (0.1, 0.2, 0.3)]
     assert [os.path.basename(p) for p in paths] == [
         "long-2026-11-30.json", "long-2026-11-30-2.json", "long-2026-11-30-3.json"]
-    assert [json.load(open(p))["points"][-1]["linear_top1"] for p in paths] == [0.1, 0.2, 0.3]
+    written = []
+    for path in paths:
+        with open(path) as f:
+            written.append(json.load(f)["points"][-1]["linear_top1"])
+    assert written == [0.1, 0.2, 0.3]

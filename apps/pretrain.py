@@ -132,9 +132,10 @@ def make_callbacks(model_dir: str, strategy) -> list:
     import keras
 
     from keras_simclr.callbacks import EpochCheckpoint, Throughput
+    from keras_simclr.multicrop import views_per_image
 
     return [
-        Throughput(FLAGS.batch_size, views_per_image=2 + FLAGS.small_views),
+        Throughput(FLAGS.batch_size, views_per_image=views_per_image(FLAGS.small_views)),
         EpochCheckpoint(os.path.join(model_dir, common.CHECKPOINT_DIR),
                         keep=FLAGS.keep_checkpoints, strategy=strategy),
         keras.callbacks.TensorBoard(distribute.write_path(os.path.join(model_dir, "logs"), strategy),

@@ -172,13 +172,15 @@ def run_pretrain(args, model_dir, epochs, steps_per_epoch, extra=()):
 
 def calibrate(args, recipe, full_steps):
     """Steady steps/s and the fixed cost (s) of an apps.pretrain run with these flags."""
-    views_per_step = (2 + recipe.small_views) * recipe.batch_size
+    from keras_simclr.multicrop import views_per_image
+
+    views_per_step = views_per_image(recipe.small_views) * recipe.batch_size
     steps = min(math.ceil(args.calibration_views / views_per_step), full_steps)
     model_dir = os.path.join(args.work_dir, "calibration")
     watch, summary = run_pretrain(args, model_dir, 2, steps)
     wall = watch.wall_s
     shutil.rmtree(model_dir, ignore_errors=True)
-    # its second epoch; Throughput counts every view: 2 full + the small ones, per image
+    # its second epoch; Throughput counts every view, full and small
     steps_per_s = summary["views_per_s"] / views_per_step
     overhead = wall - 2 * steps / steps_per_s
     say(f"calibration: {steps_per_s:.3f} steps/s, fixed cost {overhead:.0f} s "

@@ -13,6 +13,11 @@ import tensorflow as tf
 from keras_simclr.augment import SimCLRAugment
 
 
+def views_per_image(small_views: int) -> int:
+    """Views the encoder sees per image: the 2 full ones and `small_views` small ones."""
+    return 2 + small_views
+
+
 @keras.saving.register_keras_serializable(package="keras_simclr")
 class MultiCropAugment(keras.layers.Layer):
     """View maker of 2 full views from `full` and `small_views` views at `small_view_size`.

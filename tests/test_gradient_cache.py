@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_simclr import MultiCropAugment, SimCLR, SimCLRAugment, gradient_cache, losses
+from keras_simclr import (MultiCropAugment, SimCLR, SimCLRAugment, gradient_cache, losses,
+                          multicrop)
 
 
 def no_bn_simclr(seed=0, augmenter=None, loss=None):
@@ -106,6 +107,7 @@ def test_multi_crop_views_fit_and_save(tmp_path):
     images = np.random.default_rng(0).integers(0, 255, (16, 12, 12, 3), dtype=np.uint8)
     views = maker.views(tf.constant(images))
     assert [tuple(v.shape) for v in views] == [(16, 8, 8, 3)] * 2 + [(16, 6, 6, 3)] * 2
+    assert len(views) == multicrop.views_per_image(2)  # what throughput and budgets count
     model = no_bn_simclr(augmenter=maker, loss=losses.DecoupledNTXent(0.3))
     model.chunk_size = 10
     dataset = tf.data.Dataset.from_tensor_slices(images).batch(8, drop_remainder=True)

@@ -78,6 +78,14 @@ def positive(name):
                              message=f"--{name} must be positive")
 
 
+def is_positive_number(text) -> bool:
+    """Whether a list flag's item reads as a number above 0."""
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
+
+
 def define_json_flag() -> None:
     """--json: the result also as one JSON line, last on stdout, for scripts."""
     flags.DEFINE_boolean("json", False, "Also print the result as one JSON line, last on "

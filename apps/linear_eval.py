@@ -22,10 +22,21 @@ flags.DEFINE_integer("batch_size", 256, "Batch size.")
 flags.DEFINE_integer("epochs", 90, "Epochs of the full protocol.")
 flags.DEFINE_float("learning_rate", 0.1, "Base learning rate of the full protocol (x batch/256).")
 flags.DEFINE_float("regularization", 1e-4, "L2 strength of the feature-mode regression.")
+flags.DEFINE_list("regularization_grid", None,
+                  "Feature mode: choose the L2 strength from these values (e.g. 1e-5,1e-4,1e-3) "
+                  "by a probe fitted on 90% of --train_split and scored on the other 10%, "
+                  "in place of --regularization; --eval_split plays no part in the choice.")
 flags.DEFINE_integer("max_iter", 1000, "L-BFGS iteration limit of the feature-mode regression.")
 flags.DEFINE_string("output", None, "JSON result file (default: in --model_dir).")
 for _name in ("batch_size", "epochs", "learning_rate", "max_iter"):
     common.positive(_name)
+flags.register_validator(
+    "regularization_grid", lambda v: v is None or all(common.is_positive_number(r) for r in v),
+    message="--regularization_grid must be positive numbers, e.g. 1e-5,1e-4,1e-3")
+flags.register_multi_flags_validator(
+    ["regularization_grid", "mode"],
+    lambda values: not (values["regularization_grid"] and values["mode"] == "full"),
+    message="--regularization_grid chooses the feature mode's L2 strength; --mode=full has none")
 
 
 def encoder_to_evaluate(model_dir: str, seed: int):
@@ -50,6 +61,9 @@ def encoder_to_evaluate(model_dir: str, seed: int):
 def features_mode(encoder, dataset: str, info, image_size: int) -> dict:
     """Logistic regression on frozen features; one line notes an early stop.
 
+    With --regularization_grid the L2 strength is chosen on held-out training features
+    first (`evaluation.choose_regularization`), and one line gives each value's score.
+
     Args:
         encoder: images in [0, 1] -> h.
         dataset: --dataset value.
@@ -57,15 +71,29 @@ def features_mode(encoder, dataset: str, info, image_size: int) -> dict:
         image_size: side the images are resized to.
 
     Returns:
-        `evaluation.linear_probe_on_features`' result.
+        `evaluation.linear_probe_on_features`' result, with the strength used (and the
+        held-out scores of the grid).
     """
     from keras_simclr import evaluation
 
     features = classify.train_eval_features(encoder, dataset, info, image_size,
                                             FLAGS.batch_size)
+    regularization, choice = FLAGS.regularization, {}
+    if FLAGS.regularization_grid:
+        chosen = evaluation.choose_regularization(features[0], features[1],
+                                                  FLAGS.regularization_grid, seed=FLAGS.seed,
+                                                  max_iter=FLAGS.max_iter)
+        regularization = chosen["regularization"]
+        choice = {"holdout_top1": {f"{value:g}": top1
+                                   for value, top1 in chosen["holdout_top1"].items()}}
+        scores = ", ".join(f"{value}: {100 * top1:.2f}%"
+                           for value, top1 in choice["holdout_top1"].items())
+        common.say(f"regularization {regularization:g} chosen on {chosen['num_holdout']} "
+                   f"held-out training images (top-1 {scores})")
     common.say(f"fitting a logistic regression on {features[0].shape[1]}-d features")
-    result = evaluation.linear_probe_on_features(*features, regularization=FLAGS.regularization,
+    result = evaluation.linear_probe_on_features(*features, regularization=regularization,
                                                  max_iter=FLAGS.max_iter)
+    result.update(regularization=regularization, **choice)
     if not result["converged"]:
         common.say(f"note: the regression stopped at --max_iter={FLAGS.max_iter} before "
                    f"converging; its accuracy may be slightly below a converged fit's")

@@ -74,17 +74,11 @@ for _name in ("image_size", "batch_size", "epochs", "temperature", "head_depth",
     common.positive(_name)
 flags.register_validator("small_views", lambda v: v >= 0, message="--small_views must be >= 0")
 flags.register_validator(
-    "stage_widths", lambda v: v is None or (len(v) == 4 and all(_is_positive_number(w) for w in v)),
+    "stage_widths",
+    lambda v: v is None or (len(v) == 4 and all(common.is_positive_number(w) for w in v)),
     message="--stage_widths must be four positive numbers, e.g. 0.5,0.5,0.5,2")
 flags.register_validator("original_cap", lambda v: v == 0 or v >= 1,
                          message="--original_cap must be 0 (no cap) or at least 1")
-
-
-def _is_positive_number(text):
-    try:
-        return float(text) > 0
-    except ValueError:
-        return False
 
 
 def stage_widths():

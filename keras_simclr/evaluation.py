@@ -6,6 +6,8 @@
   (L-BFGS, as the SimCLR paper's transfer experiments) on standardised features computed
   once, instead of training a Dense layer through the frozen encoder for many epochs. It
   reports whether L-BFGS converged instead of warning.
+- `choose_regularization`: the probe's L2 strength from a grid, scored on a held-out part
+  of the training features, so the evaluation split never guides it.
 - `knn_classify`: weighted kNN of Wu et al. 2018 as used by lightly and solo-learn: cosine
   similarity, the k nearest training features vote with weight exp(sim / temperature).
 - `balanced_subset`: a seeded, class-balanced fraction of a labelled split (fine-tuning).
@@ -129,6 +131,41 @@ def linear_probe_on_features(train_x: np.ndarray, train_y: np.ndarray, eval_x: n
         "iterations": iterations,
         "converged": iterations < max_iter,
     }
+
+
+def choose_regularization(train_x: np.ndarray, train_y: np.ndarray, grid, *,
+                          holdout_fraction: float = 0.1, seed: int = 0,
+                          max_iter: int = 1000) -> dict:
+    """The L2 strength of `grid` whose probe scores best on a held-out part of train.
+
+    Each value is fitted on the training features outside a class-balanced
+    `holdout_fraction` of them and scored on that part; the evaluation split is not read.
+    Ties go to the stronger value.
+
+    Args:
+        train_x, train_y: training features [N, D] and labels [N] (< 0: no label, dropped).
+        grid: candidate strengths (`linear_probe_on_features`' `regularization`).
+        holdout_fraction: the share of each class held out.
+        seed: seed of the held-out choice.
+        max_iter: L-BFGS iteration limit of each fit.
+
+    Returns:
+        {"regularization": the choice, "holdout_top1": {strength: top-1}, "num_holdout"}.
+    """
+    grid = sorted({float(value) for value in grid}, reverse=True)
+    if not grid or min(grid) <= 0:
+        raise ValueError(f"the regularization grid needs positive values, got {grid}")
+    if not 0.0 < holdout_fraction < 1.0:
+        raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
+    train_x, train_y = _labelled(train_x, train_y)
+    held_out = np.zeros(len(train_y), bool)
+    held_out[balanced_subset(train_y, holdout_fraction, seed)] = True
+    scores = {value: linear_probe_on_features(train_x[~held_out], train_y[~held_out],
+                                              train_x[held_out], train_y[held_out], value,
+                                              max_iter)["top1"]
+              for value in grid}
+    return {"regularization": max(grid, key=scores.get), "holdout_top1": scores,
+            "num_holdout": int(held_out.sum())}
 
 
 def knn_classify(train_x, train_y, eval_x, num_classes, k=200, temperature=0.1,

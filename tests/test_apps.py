@@ -110,6 +110,12 @@ def test_linear_eval_full_and_knn_eval(pretrained):
                       f"--output={model_dir}/stopped.json")
     assert "note: the regression stopped at --max_iter=1 before converging" in stopped.stdout
     assert not json.load(open(f"{model_dir}/stopped.json"))["converged"]
+    tuned = run_app("linear_eval", f"--model_dir={model_dir}", "--regularization_grid=1e-3,1e-1",
+                    f"--output={model_dir}/tuned.json")
+    assert "chosen on " in tuned.stdout and "held-out training images" in tuned.stdout
+    tuned = json.load(open(f"{model_dir}/tuned.json"))
+    assert set(tuned["holdout_top1"]) == {"0.001", "0.1"}
+    assert tuned["regularization"] in (1e-3, 1e-1) and tuned["num_train"] > 0
     run_app("knn_eval", f"--model_dir={model_dir}", "--k=5")
     knn = json.load(open(os.path.join(model_dir, "knn_eval.json")))
     assert knn["k"] == 5 and 0.0 <= knn["top1"] <= 1.0
@@ -348,6 +354,10 @@ def test_evaluation_crops_with_the_runs_resize_method(tmp_path):
     ("linear_eval", [], "--model_dir is required"),
     ("export", [], "--model_dir is required"),
     ("linear_eval", ["--model_dir={tmp}/nowhere"], "does not exist"),
+    ("linear_eval", ["--model_dir={tmp}/r", "--regularization_grid=1e-4,strong"],
+     "--regularization_grid must be positive numbers"),
+    ("linear_eval", ["--model_dir={tmp}/r", "--regularization_grid=1e-4", "--mode=full"],
+     "--mode=full has none"),
     ("export", ["--model_dir={tmp}/corrupt"], "cannot read the model"),
     ("embed", ["--model={tmp}/nowhere", "--output={tmp}/x.npz"], "not a directory"),
     ("finetune", ["--model_dir={tmp}/corrupt", "--label_fraction=2"], "label_fraction"),

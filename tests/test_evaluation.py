@@ -116,3 +116,42 @@ def test_extract_features_shows_a_progress_bar_when_asked(capsys):
     assert "3/3" in capsys.readouterr().out
     evaluation.extract_features(lambda b: b, ds.batch(4))  # not a terminal: no bar
     assert capsys.readouterr().out == ""
+
+
+def test_choose_regularization_fits_on_train_and_scores_a_held_out_part(monkeypatch):
+    # Every value is fitted on the labelled training examples outside a class-balanced 10%
+    # and scored on that 10%; unlabelled examples take no part; ties go to the stronger value.
+    train_x, train_y = clustered(20)
+    train_y[:3] = -1
+    calls = []
+
+    def fake_probe(fit_x, fit_y, held_x, held_y, regularization, max_iter):
+        calls.append((fit_x, fit_y, held_x, held_y, regularization))
+        return {"top1": 0.5}
+
+    monkeypatch.setattr(evaluation, "linear_probe_on_features", fake_probe)
+    chosen = evaluation.choose_regularization(train_x, train_y, ["1e-4", 1e-2, 1e-3])
+    assert chosen["regularization"] == 1e-2 and chosen["num_holdout"] == 6
+    assert [call[4] for call in calls] == [1e-2, 1e-3, 1e-4]
+    fit_x, fit_y, held_x, held_y, _ = calls[0]
+    assert np.bincount(held_y).tolist() == [2, 2, 2] and len(fit_y) == 51
+    rows = {tuple(row) for row in np.concatenate([fit_x, held_x])}
+    assert len(rows) == 57 and not rows & {tuple(row) for row in train_x[:3]}
+
+
+def test_choose_regularization_takes_the_best_held_out_score(monkeypatch):
+    held_out_top1 = {1e-2: 0.60, 1e-3: 0.71, 1e-4: 0.70}
+    monkeypatch.setattr(evaluation, "linear_probe_on_features",
+                        lambda *args: {"top1": held_out_top1[args[4]]})
+    train_x, train_y = clustered(10)
+    chosen = evaluation.choose_regularization(train_x, train_y, [1e-4, 1e-3, 1e-2])
+    assert chosen["regularization"] == 1e-3 and chosen["holdout_top1"] == held_out_top1
+
+
+@pytest.mark.parametrize("grid,fraction,message", [
+    ([], 0.1, "positive values"), ([1e-4, 0.0], 0.1, "positive values"),
+    ([1e-4], 1.0, "holdout_fraction")])
+def test_choose_regularization_rejects_bad_arguments(grid, fraction, message):
+    train_x, train_y = clustered(10)
+    with pytest.raises(ValueError, match=message):
+        evaluation.choose_regularization(train_x, train_y, grid, holdout_fraction=fraction)

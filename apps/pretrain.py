@@ -49,6 +49,9 @@ flags.DEFINE_float("learning_rate", 1.0, "Base learning rate, scaled by --lr_sca
 flags.DEFINE_enum("lr_scaling", "linear", ["linear", "sqrt"],
                   "linear: base * batch / 256; sqrt: base * sqrt(batch).")
 flags.DEFINE_float("warmup_epochs", 1.0, "Linear warm-up epochs before the cosine decay.")
+flags.DEFINE_float("final_lr_fraction", 0.0,
+                   "Learning rate at the end of the cosine, as a fraction of its peak "
+                   "(0: the paper's decay to zero).")
 flags.DEFINE_float("weight_decay", 1e-4, "Weight decay (BN and biases excluded).")
 flags.DEFINE_float("momentum", 0.9, "Momentum of LARS and SGD.")
 common.define_augment_flags()
@@ -77,6 +80,8 @@ flags.register_validator(
     "stage_widths",
     lambda v: v is None or (len(v) == 4 and all(common.is_positive_number(w) for w in v)),
     message="--stage_widths must be four positive numbers, e.g. 0.5,0.5,0.5,2")
+flags.register_validator("final_lr_fraction", lambda v: 0 <= v <= 1,
+                         message="--final_lr_fraction must be in [0, 1]")
 flags.register_validator("original_cap", lambda v: v == 0 or v >= 1,
                          message="--original_cap must be 0 (no cap) or at least 1")
 
@@ -216,7 +221,7 @@ def main(argv):
     with strategy.scope():
         schedule = optimizers.warmup_cosine_for(
             FLAGS.learning_rate, FLAGS.batch_size, FLAGS.lr_scaling, FLAGS.epochs,
-            steps_per_epoch, min(FLAGS.warmup_epochs, FLAGS.epochs))
+            steps_per_epoch, min(FLAGS.warmup_epochs, FLAGS.epochs), FLAGS.final_lr_fraction)
         if checkpoint:
             common.say(f"resuming from {checkpoint} (epoch {done_epochs} done)")
             model = common.load_model_file(checkpoint)

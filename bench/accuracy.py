@@ -62,10 +62,11 @@ OWN_PRETRAIN_FLAGS = ("dataset", "train_split", "epochs", "steps_per_epoch", "mo
                       "verbose", "flagfile")
 RECIPE_FLAGS = ("backbone", "stem", "width_multiplier", "stage_widths", "image_size",
                 "head_depth", "proj_dim", "batch_size", "temperature", "optimizer",
-                "learning_rate", "lr_scaling", "warmup_epochs", "weight_decay", "momentum",
-                "jitter_strength", "blur_prob", "solarize_prob", "min_crop_area",
-                "resize_method", "brightness", "original_cap", "augment_in", "probe", "loss",
-                "loss_scale", "small_views", "small_view_size", "chunk_size", "precision")
+                "learning_rate", "lr_scaling", "warmup_epochs", "final_lr_fraction",
+                "weight_decay", "momentum", "jitter_strength", "blur_prob", "solarize_prob",
+                "min_crop_area", "resize_method", "brightness", "original_cap", "augment_in",
+                "probe", "loss", "loss_scale", "small_views", "small_view_size", "chunk_size",
+                "precision")
 
 
 def parse_args(argv):
@@ -302,7 +303,9 @@ def recipe_cell(result):
             f"{r['learning_rate']:g} ({r['lr_scaling']}), {r['warmup_epochs']:g}-epoch warm-up, "
             f"wd {r['weight_decay']:g}, jitter {r['jitter_strength']:g}, loss {r['loss']}"
             + (f", {r['small_views']} x {r['small_view_size']} px small views"
-               if r["small_views"] else ""))
+               if r["small_views"] else "")
+            + (f", cosine to {r['final_lr_fraction']:g} of the peak"
+               if r["final_lr_fraction"] else ""))
 
 
 def main(argv=None):

@@ -171,14 +171,16 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up then cosine decay (official `WarmUpAndCosineDecay`).
 
         lr(step) = base * step / warmup_steps                                 step < warmup
-        lr(step) = base * 0.5 * (1 + cos(pi * min(step - warmup, decay) / decay))  otherwise
+        lr(step) = base * (f + (1 - f) * c(step))                             otherwise
+        c(step)  = 0.5 * (1 + cos(pi * min(step - warmup, decay) / decay))
 
-    with decay = total_steps - warmup_steps, so lr is 0 at step 0 (if warming up), `base` at
-    the end of warm-up and 0 from `total_steps` on (also when warmup_steps == total_steps,
-    where there is no cosine part).
+    with decay = total_steps - warmup_steps and f = `final_fraction`, so lr is 0 at step 0
+    (if warming up), `base` at the end of warm-up and `f * base` from `total_steps` on (also
+    when warmup_steps == total_steps, where there is no cosine part). f = 0, the default, is
+    the paper's decay to zero; f > 0 (Keras' `CosineDecay(alpha=f)`) ends the run above it.
     """
 
-    def __init__(self, base_learning_rate, total_steps, warmup_steps):
+    def __init__(self, base_learning_rate, total_steps, warmup_steps, final_fraction=0.0):
         _check_learning_rate(base_learning_rate)
         if total_steps <= 0:
             raise ValueError(f"`total_steps` must be > 0, got {total_steps}.")
@@ -186,20 +188,24 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
             raise ValueError(
                 f"`warmup_steps` must be in [0, total_steps={total_steps}], got {warmup_steps}."
             )
+        if not 0 <= final_fraction <= 1:
+            raise ValueError(f"`final_fraction` must be in [0, 1], got {final_fraction}.")
         self.base_learning_rate = float(base_learning_rate)
         self.total_steps = int(total_steps)
         self.warmup_steps = int(warmup_steps)
+        self.final_fraction = float(final_fraction)
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
         base = self.base_learning_rate
+        final = self.final_fraction * base
         warm = step / self.warmup_steps * base if self.warmup_steps else base
         decay_steps = self.total_steps - self.warmup_steps
         if decay_steps:
             progress = ops.minimum(step - self.warmup_steps, decay_steps) / decay_steps
-            cosine = 0.5 * base * (1.0 + ops.cos(math.pi * progress))
+            cosine = final + 0.5 * (base - final) * (1.0 + ops.cos(math.pi * progress))
         else:
-            cosine = 0.0
+            cosine = final
         return ops.where(step < self.warmup_steps, warm, cosine)
 
     def get_config(self):
@@ -207,6 +213,7 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
             "base_learning_rate": self.base_learning_rate,
             "total_steps": self.total_steps,
             "warmup_steps": self.warmup_steps,
+            "final_fraction": self.final_fraction,
         }
 
 
@@ -222,7 +229,8 @@ def scaled_learning_rate(base_lr, global_batch_size, scaling="linear"):
     raise ValueError(f"Unknown `scaling` {scaling!r}; use 'linear' or 'sqrt'.")
 
 
-def warmup_cosine_for(base_lr, global_batch_size, scaling, epochs, steps_per_epoch, warmup_epochs):
+def warmup_cosine_for(base_lr, global_batch_size, scaling, epochs, steps_per_epoch, warmup_epochs,
+                      final_fraction=0.0):
     """`WarmupCosine` for a run given in epochs, with the base rate scaled by the batch."""
     if epochs <= 0 or steps_per_epoch <= 0:
         raise ValueError(
@@ -234,6 +242,7 @@ def warmup_cosine_for(base_lr, global_batch_size, scaling, epochs, steps_per_epo
         scaled_learning_rate(base_lr, global_batch_size, scaling),
         total_steps=int(epochs * steps_per_epoch),
         warmup_steps=int(round(warmup_epochs * steps_per_epoch)),
+        final_fraction=final_fraction,
     )
 
 

@@ -348,6 +348,8 @@ def test_evaluation_crops_with_the_runs_resize_method(tmp_path):
      "--stage_widths must be four positive numbers"),
     ("pretrain", ["--stage_widths=0.5,0.5,1,wide", "--model_dir={tmp}/r"],
      "--stage_widths must be four positive numbers"),
+    ("pretrain", ["--final_lr_fraction=1.5", "--model_dir={tmp}/r"],
+     "--final_lr_fraction must be in [0, 1]"),
     ("pretrain", ["--strategy=mirrored", "--cpu_replicas=2", "--batch_size=15",
                   "--model_dir={tmp}/r"], "not divisible"),
     ("pretrain", ["--epochs=1"], "--model_dir is required"),

@@ -184,13 +184,29 @@ def test_warmup_cosine_values():
         opt_lib.WarmupCosine(1.0, total_steps=10, warmup_steps=11)
 
 
+def test_warmup_cosine_ends_at_its_final_fraction():
+    schedule = opt_lib.WarmupCosine(2.0, total_steps=110, warmup_steps=10, final_fraction=0.25)
+    values = [float(schedule(step)) for step in (0, 5, 10, 60, 110, 200)]
+    np.testing.assert_allclose(values, [0.0, 1.0, 2.0, 1.25, 0.5, 0.5], atol=1e-6)
+    no_cosine = opt_lib.WarmupCosine(2.0, total_steps=10, warmup_steps=10, final_fraction=0.5)
+    np.testing.assert_allclose([float(no_cosine(s)) for s in (5, 10, 20)], [1.0, 1.0, 1.0])
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
+    assert again.get_config()["final_fraction"] == 0.25
+    # configs saved before the option existed load as the decay to zero
+    old = {k: v for k, v in schedule.get_config().items() if k != "final_fraction"}
+    assert opt_lib.WarmupCosine.from_config(old).final_fraction == 0.0
+    with pytest.raises(ValueError, match="final_fraction"):
+        opt_lib.WarmupCosine(1.0, total_steps=10, warmup_steps=1, final_fraction=1.5)
+
+
 def test_learning_rate_helpers():
     assert opt_lib.scaled_learning_rate(1.0, 512) == pytest.approx(2.0)
     assert opt_lib.scaled_learning_rate(0.075, 4096, "sqrt") == pytest.approx(4.8)
     schedule = opt_lib.warmup_cosine_for(1.0, 512, "linear", epochs=100, steps_per_epoch=10,
                                          warmup_epochs=10)
     assert schedule.get_config() == dict(base_learning_rate=2.0, total_steps=1000,
-                                         warmup_steps=100)
+                                         warmup_steps=100, final_fraction=0.0)
+    assert opt_lib.warmup_cosine_for(1.0, 256, "linear", 10, 10, 1, 0.1).final_fraction == 0.1
     with pytest.raises(ValueError, match="scaling"):
         opt_lib.scaled_learning_rate(1.0, 512, "log")
     with pytest.raises(ValueError, match="warmup_epochs"):

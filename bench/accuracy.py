@@ -305,7 +305,7 @@ def recipe_cell(result):
             + (f", {r['small_views']} x {r['small_view_size']} px small views"
                if r["small_views"] else "")
             + (f", cosine to {r['final_lr_fraction']:g} of the peak"
-               if r["final_lr_fraction"] else ""))
+               if r.get("final_lr_fraction") else ""))
 
 
 def main(argv=None):

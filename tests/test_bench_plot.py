@@ -102,6 +102,16 @@ def test_a_preset_whose_warm_up_changed_gets_a_series_per_warm_up():
         "cifar10_cpu.cfg (1-epoch warm-up)", "cifar10_cpu.cfg (10-epoch warm-up)"]
 
 
+def test_the_recipe_cell_names_a_cosine_that_ends_above_zero_only_when_set():
+    """Recipes recorded before --final_lr_fraction existed (no key) keep their cell, so their
+    series do not split."""
+    def cell(**changes):
+        return accuracy.recipe_cell({"flagfile": "apps/configs/cifar10_cpu.cfg",
+                                     "pretrain_flags": [], "recipe": {**RECIPE, **changes}})
+    assert cell() == cell(final_lr_fraction=0.0)
+    assert cell(final_lr_fraction=0.5).endswith("loss ntxent, cosine to 0.5 of the peak")
+
+
 def test_draw_writes_a_png_with_every_preset_colour(tmp_path):
     path = _results(tmp_path, [
         ROW.format(recipe=f"cifar10_cpu.cfg: {OLD}", budget="30", minutes="29.4",

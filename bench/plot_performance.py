@@ -8,8 +8,10 @@ adopted it count), and a curve with other flags is a series of its own. A preset
 changed over time (the recipe cell of the row) gets one series per recipe, named by the
 settings that differ, so its old runs are never drawn as the new recipe. Draws one colour per
 series: its budget runs as dots (a line through the median of each budget), its learning
-curves as a line, and its random-init floor (the same network untrained) as a dashed line.
-The minute axis is logarithmic, so 5-minute and 8-hour runs fit one picture.
+curves as lines (named by date and by the views/s of their RESULTS row, since a faster
+host's curve sits higher on a minute axis), and its random-init floor (the same network
+untrained) as a dashed line. The minute axis is logarithmic, so 5-minute and 8-hour runs fit
+one picture.
 
     python bench/plot_performance.py   # writes docs/images/performance.png
 """
@@ -58,8 +60,8 @@ def series_name(preset: str, flags: list[str], configs: str) -> str:
     return " ".join([preset, *varied])
 
 
-def budget_runs(results_path: str, configs: str = CONFIGS) -> list[dict]:
-    """Accuracy rows of presets with a minute budget, as dicts keyed by their series."""
+def accuracy_rows(results_path: str) -> list[dict]:
+    """The rows of bench/RESULTS.md's accuracy table, as dicts keyed by column."""
     if not os.path.exists(results_path):
         return []
     with open(results_path) as f:
@@ -69,11 +71,18 @@ def budget_runs(results_path: str, configs: str = CONFIGS) -> list[dict]:
     except ValueError:
         return []
     columns = [c.strip() for c in lines[start + 2].strip().strip("|").split("|")]
-    runs = []
+    rows = []
     for line in lines[start + 4:]:
         if not line.startswith("|"):
             break
-        row = dict(zip(columns, (c.strip() for c in line.strip().strip("|").split("|"))))
+        rows.append(dict(zip(columns, (c.strip() for c in line.strip().strip("|").split("|")))))
+    return rows
+
+
+def budget_runs(results_path: str, configs: str = CONFIGS) -> list[dict]:
+    """Accuracy rows of presets with a minute budget, as dicts keyed by their series."""
+    runs = []
+    for row in accuracy_rows(results_path):
         command, _, recipe = row.get("recipe", "").partition(": ")
         preset, *flags = command.split()
         if (not preset.endswith(".cfg") or series_name(preset, flags, configs) != preset
@@ -89,8 +98,13 @@ def budget_runs(results_path: str, configs: str = CONFIGS) -> list[dict]:
     return runs
 
 
-def curves(curve_dir: str, configs: str = CONFIGS) -> list[dict]:
-    """The learning curves written by bench/accuracy.py --curve_every."""
+def curves(curve_dir: str, configs: str = CONFIGS, results_path: str | None = None
+           ) -> list[dict]:
+    """The learning curves written by bench/accuracy.py --curve_every, each with its date and
+    the views/s of its run's row in `results_path` (the same date and command), if any: the
+    curves' x axis is minutes, so a faster host's curve sits higher."""
+    speeds = {(row["date"], row["command"].strip("`")): int(row["views/s"])
+              for row in accuracy_rows(results_path or "") if row["views/s"].isdigit()}
     found = []
     for path in sorted(glob.glob(os.path.join(curve_dir, "*.json"))):
         with open(path) as f:
@@ -102,7 +116,9 @@ def curves(curve_dir: str, configs: str = CONFIGS) -> list[dict]:
                       "points": [(p["minutes"], 100 * p["linear_top1"])
                                  for p in curve["points"] if p.get("linear_top1") is not None],
                       "random_linear": (None if curve.get("random_linear_top1") is None
-                                        else 100 * curve["random_linear_top1"])})
+                                        else 100 * curve["random_linear_top1"]),
+                      "date": curve.get("date"),
+                      "views_per_second": speeds.get((curve.get("date"), curve.get("command")))})
     return found
 
 
@@ -217,8 +233,10 @@ def draw(runs: list[dict], learning_curves: list[dict], path: str) -> str:
             x, y = at(*point)
             canvas.rectangle([x - 3, y - 3, x + 3, y + 3], outline=colour[curve["series"]],
                            width=2)
-        legend.append((colour[curve["series"]],
-                       f"{name[curve['series']]}: learning curve", "line"))
+        run = ", ".join(filter(None, [curve["date"], curve["views_per_second"] and
+                                      f"{curve['views_per_second']:,} views/s"]))
+        legend.append((colour[curve["series"]], f"{name[curve['series']]}: learning curve"
+                       + (f" ({run})" if run else ""), "line"))
 
     y = SIZE[1]
     for rgb, text, style in legend:
@@ -244,7 +262,8 @@ def main(argv=None):
     parser.add_argument("--output", default=os.path.join(accuracy.REPO, "docs", "images",
                                                          "performance.png"))
     args = parser.parse_args(argv)
-    runs, learning_curves = budget_runs(args.results), curves(args.curves)
+    runs = budget_runs(args.results)
+    learning_curves = curves(args.curves, results_path=args.results)
     print(draw(runs, learning_curves, args.output))
 
 

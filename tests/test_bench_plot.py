@@ -90,6 +90,24 @@ def test_curves_drop_the_flags_their_preset_adopted(tmp_path):
         "resnet18 imagenet stem x0.5,0.5,0.5,1, 32 px, batch 1024")
 
 
+def test_curves_carry_their_date_and_the_views_per_second_of_their_run(tmp_path):
+    """Two curves of one preset differ by their host's speed (the x axis is minutes); the
+    legend names both, the speed read from the run's RESULTS row (same date and command)."""
+    results = _results(tmp_path, [ROW.replace("`cmd`", "`python bench/accuracy.py --x`")
+                                  .format(recipe="cifar10_cpu_long.cfg: r", budget="140",
+                                          minutes="127.5", linear="71.90%")])
+    curve_dir = tmp_path / "curves"
+    curve_dir.mkdir()
+    for name, command in (("a", "python bench/accuracy.py --x"), ("b", "other")):
+        (curve_dir / f"{name}.json").write_text(json.dumps({
+            "date": "2026-11-28", "command": command,
+            "flagfile": "apps/configs/cifar10_cpu_long.cfg", "pretrain_flags": [],
+            "recipe": RECIPE, "points": [{"minutes": 30, "linear_top1": 0.6}]}))
+    found = plot_performance.curves(str(curve_dir), _configs(tmp_path), results)
+    assert [(c["date"], c["views_per_second"]) for c in found] == [
+        ("2026-11-28", 1800), ("2026-11-28", None)]
+
+
 def test_a_preset_whose_warm_up_changed_gets_a_series_per_warm_up():
     """The recipe cell holds the warm-up, so runs from before a preset changed it are not
     drawn as the preset."""

@@ -15,7 +15,7 @@ training stable at the large batches (up to 4096) and learning rates SimCLR uses
 
 The learning rate follows the official recipe: the base rate is scaled by the global batch
 (`base * batch / 256`, or `base * sqrt(batch)`), warmed up linearly from 0 and then decayed
-to 0 along a cosine (`WarmupCosine`).
+to 0 along a cosine (`WarmupCosine`; optionally to a fraction of the peak instead).
 """
 import math
 import re

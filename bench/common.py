@@ -8,6 +8,7 @@ CPU times are not (much), so variants are compared by CPU time.
 """
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import platform
@@ -43,6 +44,46 @@ def run_info(script: str) -> dict:
     """Date, machine and the exact command of this run, for the JSON line and RESULTS.md."""
     return {"date": datetime.date.today().isoformat(), "cpu": cpu_model(), "cores": cores(),
             "command": " ".join(["python", script] + [shlex.quote(a) for a in sys.argv[1:]])}
+
+
+def add_encoder_arguments(parser) -> None:
+    """--backbone, --stem, --width_multiplier and --stage_widths of the encoder to measure.
+
+    The same names and meanings as apps.pretrain's flags, so a benchmark can time the
+    network of a preset (e.g. `--width_multiplier=0.5 --stage_widths=0.5,0.5,0.5,1`).
+    """
+    from keras_simclr import backbones  # TensorFlow: only for the scripts that build models
+
+    def stage_widths(text):
+        try:
+            widths = tuple(float(w) for w in text.split(","))
+        except ValueError:
+            widths = ()
+        if len(widths) != 4 or min(widths) <= 0:
+            raise argparse.ArgumentTypeError(
+                f"must be four positive numbers, e.g. 0.5,0.5,0.5,1; got {text!r}")
+        return widths
+
+    parser.add_argument("--backbone", default="resnet18", choices=backbones.BACKBONES)
+    parser.add_argument("--stem", default="imagenet", choices=backbones.STEMS)
+    parser.add_argument("--width_multiplier", type=float, default=1.0)
+    parser.add_argument("--stage_widths", type=stage_widths, default=None,
+                        help="four multipliers, one per stage (the stem keeps "
+                             "--width_multiplier), as apps.pretrain's flag")
+
+
+def encoder_arguments(args) -> dict:
+    """The `backbones.build_backbone` / `build_simclr` keywords of `add_encoder_arguments`."""
+    return {"stem": args.stem, "width_multiplier": args.width_multiplier,
+            "stage_widths": args.stage_widths}
+
+
+def encoder_cell(args) -> str:
+    """The encoder in a RESULTS.md cell: "resnet18, imagenet stem, width 0.5" and, when
+    set, the stage widths."""
+    widths = (f", stages {','.join(f'{w:g}' for w in args.stage_widths)}"
+              if args.stage_widths else "")
+    return f"{args.backbone}, {args.stem} stem, width {args.width_multiplier:g}{widths}"
 
 
 # ----------------------------------------------------------------------------------------

@@ -35,9 +35,7 @@ HEADER = ("| date | CPU | cores | command | model | Conv2D s/step | SmallMapConv
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--backbone", default="resnet18", choices=backbones.BACKBONES)
-    parser.add_argument("--stem", default="imagenet", choices=backbones.STEMS)
-    parser.add_argument("--width_multiplier", type=float, default=1.0)
+    common.add_encoder_arguments(parser)
     parser.add_argument("--image_size", type=int, default=32)
     parser.add_argument("--batch_size", type=int, default=256, help="global batch (images)")
     parser.add_argument("--repeats", type=int, default=7)
@@ -76,8 +74,7 @@ def main(argv=None):
     result = common.run_info("bench/conv_layers.py")
     result.update(vars(args))
     result.pop("results")
-    encoder = backbones.build_backbone(args.backbone, stem=args.stem,
-                                       width_multiplier=args.width_multiplier,
+    encoder = backbones.build_backbone(args.backbone, **common.encoder_arguments(args),
                                        input_shape=(args.image_size, args.image_size, 3))
     views = 2 * args.batch_size
     layers = []
@@ -119,8 +116,7 @@ def main(argv=None):
         slowest = sorted(layers, key=lambda e: -e["conv2d_s"])[:4]
         common.append_row(args.results, SECTION, HEADER, [
             result["date"], result["cpu"], str(result["cores"]), f"`{result['command']}`",
-            f"{args.backbone}, {args.stem} stem, width {args.width_multiplier:g}, "
-            f"{args.image_size} px, {views} views",
+            f"{common.encoder_cell(args)}, {args.image_size} px, {views} views",
             f"{result['conv2d_s']:.3f}", f"{result['small_map_s']:.3f}",
             common.time_cell(result["conv2d_s"], result["conv2d_cpu_s"], digits=3),
             common.time_cell(result["small_map_s"], result["small_map_cpu_s"], digits=3),

@@ -67,9 +67,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default=common.CIFAR10_FOLDER)
     parser.add_argument("--split", default="train")
-    parser.add_argument("--backbone", default="resnet18", choices=backbones.BACKBONES)
-    parser.add_argument("--stem", default="imagenet", choices=backbones.STEMS)
-    parser.add_argument("--width_multiplier", type=float, default=1.0)
+    common.add_encoder_arguments(parser)
     parser.add_argument("--image_size", type=int, default=32)
     parser.add_argument("--batch_size", type=int, default=256, help="global batch (images)")
     parser.add_argument("--steps", type=int, default=20,
@@ -121,8 +119,7 @@ def dtype_policy(name: str):
 
 
 def build_model(args, augment_in_model):
-    model = build_simclr(backbone=args.backbone, stem=args.stem,
-                         width_multiplier=args.width_multiplier,
+    model = build_simclr(backbone=args.backbone, **common.encoder_arguments(args),
                          augmenter=SimCLRAugment(args.image_size) if augment_in_model else None)
     schedule = optimizers.warmup_cosine_for(1.0, args.batch_size, "linear", 100, 100, 10)
     model.compile(optimizer=optimizers.build_optimizer("lars", learning_rate=schedule,
@@ -187,8 +184,7 @@ def training_flops_per_view(args):
 
     Returns (nominal, useful): all kernel taps, or only those that read data, not padding.
     """
-    encoder = backbones.build_backbone(args.backbone, stem=args.stem,
-                                       width_multiplier=args.width_multiplier,
+    encoder = backbones.build_backbone(args.backbone, **common.encoder_arguments(args),
                                        input_shape=(args.image_size, args.image_size, 3))
     nominal = useful = 0
     for layer in encoder.layers:

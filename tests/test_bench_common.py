@@ -65,3 +65,21 @@ def test_append_row_migrates_then_appends_and_keeps_other_sections(tmp_path):
         "## C\n\n| y |\n|---|\n| 2 |\n")
     with pytest.raises(ValueError, match="cells"):
         common.append_row(str(path), "## C", "| y |\n|---|", ["2", "3"])
+
+
+def test_encoder_arguments_reach_the_encoder_of_the_benchmarks(capsys):
+    from bench import conv_layers, throughput
+    from keras_simclr import backbones
+
+    preset = ["--width_multiplier=0.5", "--stage_widths=0.5,0.5,0.5,1"]
+    for script in (conv_layers, throughput):
+        args = script.parse_args(preset)
+        encoder = backbones.build_backbone(args.backbone, **common.encoder_arguments(args))
+        assert backbones.output_width(encoder) == 512  # the last stage at width 1
+        assert encoder.get_layer("stem_conv").filters == 32  # the stem at width 0.5
+    assert common.encoder_cell(args) == "resnet18, imagenet stem, width 0.5, stages 0.5,0.5,0.5,1"
+    assert common.encoder_cell(throughput.parse_args([])) == "resnet18, imagenet stem, width 1"
+    for bad in ("0.5,0.5,1", "0.5,0.5,0.5,0", "a,b,c,d"):
+        with pytest.raises(SystemExit):
+            conv_layers.parse_args([f"--stage_widths={bad}"])
+        assert "must be four positive numbers" in capsys.readouterr().err

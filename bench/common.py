@@ -23,16 +23,27 @@ CIFAR10_FOLDER = "folder:" + os.path.normpath(
     os.path.join(BENCH_DIR, "..", "..", "shared", "data", "cifar10"))
 
 
-def cpu_model() -> str:
-    """The CPU's model name as /proc/cpuinfo (or `platform`) reports it."""
+def cpu_model(cpuinfo_path: str = "/proc/cpuinfo") -> str:
+    """The CPU as /proc/cpuinfo (or `platform`) reports it: model name, family and model.
+
+    Family and model are part of it because virtual machines may report one name for
+    several generations: "AMD EPYC" was a CPU without bfloat16 instructions on one day and
+    a family-25 model-17 one with AVX-512 BF16 and a faster float32 matmul on another.
+    """
+    fields = {}
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(cpuinfo_path) as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                if not key.strip():
+                    break  # the end of the first processor's block
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
 
 
 def cores() -> int:

@@ -83,3 +83,14 @@ def test_encoder_arguments_reach_the_encoder_of_the_benchmarks(capsys):
         with pytest.raises(SystemExit):
             conv_layers.parse_args([f"--stage_widths={bad}"])
         assert "must be four positive numbers" in capsys.readouterr().err
+
+
+def test_cpu_model_tells_apart_generations_that_share_a_name(tmp_path):
+    block = ("processor\t: {n}\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+             "model name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512_bf16\n\n")
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(block.format(n=0) + block.format(n=1).replace(": 17", ": 1"))
+    assert common.cpu_model(str(cpuinfo)) == "AMD EPYC (family 25, model 17)"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU\n")
+    assert common.cpu_model(str(cpuinfo)) == "Some CPU"
+    assert common.cpu_model(str(tmp_path / "missing"))  # platform's name instead

@@ -1,17 +1,13 @@
-"""The README's performance plot: val linear top-1 against pretraining minutes.
+"""The performance figure: val linear top-1 against pretraining minutes, per preset as shipped.
 
-Reads the measured runs, nothing else: the rows of bench/RESULTS.md's accuracy table that ran
-a preset with a minute budget, and the learning curves of bench/curves/*.json
-(bench/accuracy.py --curve_every). A run counts as its preset when its extra flags are only
-seeds or settings the preset file now holds (so the runs that tried a setting before a preset
-adopted it count), and a curve with other flags is a series of its own. A preset whose recipe
-changed over time (the recipe cell of the row) gets one series per recipe, named by the
-settings that differ, so its old runs are never drawn as the new recipe. Draws one colour per
-series: its budget runs as dots (a line through the median of each budget), its learning
-curves as lines (named by date and by the views/s of their RESULTS row, since a faster
-host's curve sits higher on a minute axis), and its random-init floor (the same network
-untrained) as a dashed line. The minute axis is logarithmic, so 5-minute and 8-hour runs fit
-one picture.
+Reads the measured runs, nothing else: the rows of bench/RESULTS.md's accuracy table and the
+learning curves of bench/curves/*.json (bench/accuracy.py --curve_every). A row or curve counts
+as its preset when its extra flags are only seeds or settings the preset file now holds. Of
+those, the recipe a preset ships is the recipe cell of its last row (the table is append-only,
+so earlier recipes of a changed preset are not drawn). Each preset gets one colour: its runs
+with a minute budget as dots and its best learning curve (highest final point) as a line. The
+random-init floor (the same network untrained: backbone, widths and image size, from any row
+or curve that measured it) is a dashed grey line. The minute axis is logarithmic.
 
     python bench/plot_performance.py   # writes docs/images/performance.png
 """
@@ -31,16 +27,24 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from bench import accuracy, common  # noqa: E402
 
 COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14),
-           (140, 86, 75), (227, 119, 194), (23, 190, 207), (127, 127, 127), (188, 189, 34)]
+           (140, 86, 75), (227, 119, 194), (23, 190, 207), (188, 189, 34)]
+FLOOR_COLOUR = (127, 127, 127)
 CONFIGS = os.path.join(accuracy.REPO, "apps", "configs")
 SIZE = (900, 560)
 MARGIN = {"left": 70, "right": 20, "top": 40, "bottom": 60}
 LEGEND_LINE = 22  # pixels per legend entry, drawn under the plot
+TICKS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 360, 480, 960)
 
 
 def _percent(cell: str) -> float | None:
     cell = cell.strip()
     return float(cell.rstrip("%")) if cell.endswith("%") else None
+
+
+def network(recipe: str) -> str:
+    """The part of a recipe cell that fixes the untrained network: backbone, stem, widths and
+    image size ("resnet18 imagenet stem x0.5,0.5,0.5,1, 32 px")."""
+    return ", ".join(recipe.split(", ")[:2])
 
 
 @functools.cache
@@ -79,22 +83,19 @@ def accuracy_rows(results_path: str) -> list[dict]:
     return rows
 
 
-def budget_runs(results_path: str, configs: str = CONFIGS) -> list[dict]:
-    """Accuracy rows of presets with a minute budget, as dicts keyed by their series."""
+def preset_rows(results_path: str, configs: str = CONFIGS) -> list[dict]:
+    """Every accuracy row, in table order, as a dict: its series (name, recipe), whether it
+    had a minute budget, minutes, views/s, linear top-1 and random-init linear top-1."""
     runs = []
     for row in accuracy_rows(results_path):
         command, _, recipe = row.get("recipe", "").partition(": ")
-        preset, *flags = command.split()
-        if (not preset.endswith(".cfg") or series_name(preset, flags, configs) != preset
-                or row["budget min"] == "-"):
-            continue  # a recipe varied by extra flags, or a fixed number of steps
-        linear = _percent(row["linear top-1"])
-        if linear is None:
-            continue
-        runs.append({"series": (preset, recipe),
+        preset, *flags = command.split() or [""]
+        runs.append({"series": (series_name(preset, flags, configs), recipe),
+                     "budget": row["budget min"] != "-",
                      "minutes": float(row["pretraining min"].split()[0]),
-                     "linear": linear, "random_linear": _percent(row["random-init linear"]),
-                     "cpu": row["CPU"]})
+                     "views_per_second": int(row["views/s"].split()[0]),
+                     "linear": _percent(row["linear top-1"]),
+                     "random_linear": _percent(row["random-init linear"])})
     return runs
 
 
@@ -122,127 +123,114 @@ def curves(curve_dir: str, configs: str = CONFIGS, results_path: str | None = No
     return found
 
 
-def series_names(keys) -> dict:
-    """Legend name of each (name, recipe) series: the name, and where one name was run with
-    several recipes, the recipe settings that differ ("cifar10_cpu.cfg (x0.5, batch 256)")."""
-    variants = {}
-    for name, recipe in keys:
-        variants.setdefault(name, []).append(recipe.split(", "))
-    names = {}
-    for name, recipe in keys:
-        if len(variants[name]) == 1:
-            names[(name, recipe)] = name
-            continue
-        settings = recipe.split(", ")
-        differing = [_differing_words(i, settings, variants[name]) for i in range(len(settings))
-                     if any(settings[i] not in v for v in variants[name])]
-        names[(name, recipe)] = f"{name} ({', '.join(differing)})"
-    return names
-
-
-def _differing_words(index, settings, variants):
-    """settings[index] from its first word that another variant's setting there lacks; a
-    bare number keeps the word before it ("batch 1024", not "1024")."""
-    words = settings[index].split()
-    others = [v[index].split() for v in variants if len(v) > index]
-    first = next((i for i, word in enumerate(words)
-                  if any(len(o) <= i or o[i] != word for o in others)), 0)
-    if first and words[first][0].isdigit():
-        first -= 1
-    return " ".join(words[first:])
-
-
-def series_colours(keys: list) -> dict:
-    """One colour per series, in order: matplotlib's ten "tab10" colours, reused past ten."""
-    return {key: COLOURS[i % len(COLOURS)] for i, key in enumerate(keys)}
-
-
-def draw(runs: list[dict], learning_curves: list[dict], path: str) -> str:
-    """Draw the plot to `path` (PNG); returns the path."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    keys = sorted({r["series"] for r in runs} | {c["series"] for c in learning_curves})
-    if not keys:
-        raise SystemExit("error: no preset runs with a minute budget and no curves to draw")
-    colour = series_colours(keys)
-    name = series_names(keys)
-    floors = {}
-    for item in runs + learning_curves:
+def floors(items: list[dict]) -> dict[str, float]:
+    """The median random-init linear top-1 of each network, over rows and curves."""
+    values = {}
+    for item in items:
         if item.get("random_linear") is not None:
-            floors.setdefault(item["series"], []).append(item["random_linear"])
-    xs = [r["minutes"] for r in runs] + [x for c in learning_curves for x, _ in c["points"]]
-    ys = ([r["linear"] for r in runs] + [y for c in learning_curves for _, y in c["points"]]
-          + [y for values in floors.values() for y in values])
-    x_lo, x_hi = math.log2(max(min(xs), 1) / 1.3), math.log2(max(xs) * 1.3)
-    y_lo, y_hi = 10 * math.floor(min(ys) / 10 - 0.2), 10 * math.ceil(max(ys) / 10 + 0.2)
+            values.setdefault(network(item["series"][1]), []).append(item["random_linear"])
+    return {net: statistics.median(v) for net, v in values.items()}
 
-    entries = len(floors) + len({r["series"] for r in runs}) + len(learning_curves)
-    image = Image.new("RGB", (SIZE[0], SIZE[1] + LEGEND_LINE * entries), "white")  # legend below
-    canvas = ImageDraw.Draw(image)
-    font = ImageFont.load_default(size=14)
-    left, top = MARGIN["left"], MARGIN["top"]
-    right, bottom = SIZE[0] - MARGIN["right"], SIZE[1] - MARGIN["bottom"]
 
-    def at(minutes, percent):
-        u = (math.log2(minutes) - x_lo) / (x_hi - x_lo)
-        v = (percent - y_lo) / (y_hi - y_lo)
-        return left + u * (right - left), bottom - v * (bottom - top)
+def shipped(rows: list[dict], learning_curves: list[dict]) -> list[dict]:
+    """Per preset, the recipe it ships (its last row's), that recipe's budget runs, its best
+    curve (or None) and the random-init floor of its network (or None)."""
+    recipes = {}
+    for row in rows:
+        if row["series"][0].endswith(".cfg"):
+            recipes[row["series"][0]] = row["series"]
+    floor = floors(rows + learning_curves)
+    found = []
+    for preset, key in sorted(recipes.items()):
+        mine = [c for c in learning_curves if c["series"] == key and c["points"]]
+        found.append({"preset": preset,
+                      "runs": [r for r in rows if r["series"] == key and r["budget"]
+                               and r["linear"] is not None],
+                      "curve": max(mine, key=lambda c: c["points"][-1][1], default=None),
+                      "floor": floor.get(network(key[1]))})
+    return found
 
-    for percent in range(y_lo, y_hi + 1, 5):
+
+class Axes:
+    """Maps (minutes, percent) to pixels: a log2 minute axis and a linear percent axis that
+    hold every point with a margin."""
+
+    def __init__(self, minutes: list[float], percents: list[float]):
+        self.x_lo = math.log2(max(min(minutes), 1) / 1.3)
+        self.x_hi = math.log2(max(minutes) * 1.3)
+        self.y_lo = 10 * math.floor(min(percents) / 10 - 0.2)
+        self.y_hi = 10 * math.ceil(max(percents) / 10 + 0.2)
+        self.left, self.top = MARGIN["left"], MARGIN["top"]
+        self.right, self.bottom = SIZE[0] - MARGIN["right"], SIZE[1] - MARGIN["bottom"]
+
+    def __call__(self, minutes: float, percent: float) -> tuple[float, float]:
+        u = (math.log2(minutes) - self.x_lo) / (self.x_hi - self.x_lo)
+        v = (percent - self.y_lo) / (self.y_hi - self.y_lo)
+        return (self.left + u * (self.right - self.left),
+                self.bottom - v * (self.bottom - self.top))
+
+
+def _frame(canvas, at: Axes, font) -> None:
+    """Grid lines, tick labels, the box, the axis label and the title."""
+    for percent in range(at.y_lo, at.y_hi + 1, 5):
         _, y = at(1, percent)
-        canvas.line([(left, y), (right, y)], fill=(225, 225, 225))
-        canvas.text((left - 8, y), f"{percent}%", fill="black", font=font, anchor="rm")
-    for minutes in (1, 2, 5, 10, 15, 30, 60, 120, 240, 480, 960):
-        x, _ = at(minutes, y_lo)
-        if left <= x <= right:
-            canvas.line([(x, top), (x, bottom)], fill=(225, 225, 225))
-            canvas.text((x, bottom + 6), f"{minutes:g}", fill="black", font=font, anchor="mt")
-    canvas.rectangle([left, top, right, bottom], outline="black")
-    canvas.text(((left + right) / 2, SIZE[1] - 22), "pretraining minutes (log scale)",
+        canvas.line([(at.left, y), (at.right, y)], fill=(225, 225, 225))
+        canvas.text((at.left - 8, y), f"{percent}%", fill="black", font=font, anchor="rm")
+    for minutes in TICKS:
+        x, _ = at(minutes, at.y_lo)
+        if at.left <= x <= at.right:
+            canvas.line([(x, at.top), (x, at.bottom)], fill=(225, 225, 225))
+            canvas.text((x, at.bottom + 6), f"{minutes:g}", fill="black", font=font,
+                        anchor="mt")
+    canvas.rectangle([at.left, at.top, at.right, at.bottom], outline="black")
+    canvas.text(((at.left + at.right) / 2, SIZE[1] - 22), "pretraining minutes (log scale)",
                 fill="black", font=font, anchor="mm")
-    canvas.text((left, 12), "CIFAR-10 val, linear top-1 of the frozen encoder", fill="black",
-                font=font)
+    canvas.text((at.left, 12), "CIFAR-10 val, linear top-1 of the frozen encoder, presets as "
+                "shipped, 2 CPU cores", fill="black", font=font)
 
+
+def _preset(canvas, at: Axes, preset: dict, rgb) -> list[tuple]:
+    """One preset's budget runs (dots) and best curve (line); returns its legend entries."""
     legend = []
-    for key, values in floors.items():
-        floor = statistics.median(values)
-        _, y = at(1, floor)
-        for x in range(left, right, 12):
-            canvas.line([(x, y), (min(x + 6, right), y)], fill=colour[key], width=2)
-        legend.append((colour[key], f"{name[key]}: random init {floor:.1f}%", "dash"))
-    for key in keys:
-        mine = [r for r in runs if r["series"] == key]
-        if not mine:
-            continue
-        buckets = {}
-        for r in mine:  # runs of one budget (to 5 minutes) form one median point
-            buckets.setdefault(round(r["minutes"] / 5) or r["minutes"], []).append(r)
-        medians = [(statistics.median(r["minutes"] for r in group),
-                    statistics.median(r["linear"] for r in group))
-                   for _, group in sorted(buckets.items())]
-        if len(medians) > 1:
-            canvas.line([at(*m) for m in medians], fill=colour[key], width=2)
-        for r in mine:
-            x, y = at(r["minutes"], r["linear"])
-            canvas.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colour[key])
-        legend.append((colour[key], f"{name[key]}: budget runs", "dot"))
-    for curve in learning_curves:
-        if len(curve["points"]) > 1:
-            canvas.line([at(*p) for p in curve["points"]], fill=colour[curve["series"]], width=3)
+    curve = preset["curve"]
+    if curve:
+        canvas.line([at(*p) for p in curve["points"]], fill=rgb, width=3)
         for point in curve["points"]:
             x, y = at(*point)
-            canvas.rectangle([x - 3, y - 3, x + 3, y + 3], outline=colour[curve["series"]],
-                           width=2)
+            canvas.rectangle([x - 3, y - 3, x + 3, y + 3], outline=rgb, width=2)
         run = ", ".join(filter(None, [curve["date"], curve["views_per_second"] and
                                       f"{curve['views_per_second']:,} views/s"]))
-        legend.append((colour[curve["series"]], f"{name[curve['series']]}: learning curve"
+        legend.append((rgb, f"{preset['preset']}: learning curve of its best run"
                        + (f" ({run})" if run else ""), "line"))
+    for run in preset["runs"]:
+        x, y = at(run["minutes"], run["linear"])
+        canvas.ellipse([x - 5, y - 5, x + 5, y + 5], fill=rgb)
+    if preset["runs"]:
+        lo, hi = (f(r["views_per_second"] for r in preset["runs"]) for f in (min, max))
+        speeds = f"{lo:,}" if lo == hi else f"{lo:,}-{hi:,}"
+        legend.append((rgb, f"{preset['preset']}: runs with a minute budget ({speeds} views/s)",
+                       "dot"))
+    return legend
 
+
+def _floors(canvas, at: Axes, presets: list[dict]) -> list[tuple]:
+    """A dashed line at each distinct random-init floor; returns its legend entries."""
+    legend = []
+    for floor in sorted({p["floor"] for p in presets if p["floor"] is not None}):
+        _, y = at(1, floor)
+        for x in range(at.left, at.right, 12):
+            canvas.line([(x, y), (min(x + 6, at.right), y)], fill=FLOOR_COLOUR, width=2)
+        names = ", ".join(p["preset"] for p in presets if p["floor"] == floor)
+        legend.append((FLOOR_COLOUR, f"random-init encoder of {names}: {floor:.1f}%", "dash"))
+    return legend
+
+
+def _legend(canvas, entries: list[tuple], font) -> None:
     y = SIZE[1]
-    for rgb, text, style in legend:
-        x = left + 10
+    for rgb, text, style in entries:
+        x = MARGIN["left"] + 10
         if style == "dot":
-            canvas.ellipse([x + 6, y + 3, x + 14, y + 11], fill=rgb)
+            canvas.ellipse([x + 5, y + 2, x + 15, y + 12], fill=rgb)
         elif style == "dash":
             canvas.line([(x, y + 7), (x + 8, y + 7)], fill=rgb, width=2)
             canvas.line([(x + 12, y + 7), (x + 20, y + 7)], fill=rgb, width=2)
@@ -250,6 +238,28 @@ def draw(runs: list[dict], learning_curves: list[dict], path: str) -> str:
             canvas.line([(x, y + 7), (x + 20, y + 7)], fill=rgb, width=3)
         canvas.text((x + 28, y), text, fill="black", font=font)
         y += LEGEND_LINE
+
+
+def draw(presets: list[dict], path: str) -> str:
+    """Draw the `shipped` presets to `path` (PNG); returns the path."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    points = [(r["minutes"], r["linear"]) for p in presets for r in p["runs"]]
+    points += [point for p in presets if p["curve"] for point in p["curve"]["points"]]
+    if not points:
+        raise SystemExit("error: no preset runs with a minute budget and no curves to draw")
+    at = Axes([x for x, _ in points], [y for _, y in points]
+              + [p["floor"] for p in presets if p["floor"] is not None])
+    entries = (sum(bool(p["runs"]) + bool(p["curve"]) for p in presets)
+               + len({p["floor"] for p in presets} - {None}))
+    image = Image.new("RGB", (SIZE[0], SIZE[1] + LEGEND_LINE * entries), "white")
+    canvas = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=14)
+    _frame(canvas, at, font)
+    floor_legend = _floors(canvas, at, presets)  # under the runs and curves
+    legend = [entry for i, preset in enumerate(presets)
+              for entry in _preset(canvas, at, preset, COLOURS[i % len(COLOURS)])]
+    _legend(canvas, legend + floor_legend, font)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     image.save(path)
     return path
@@ -262,9 +272,9 @@ def main(argv=None):
     parser.add_argument("--output", default=os.path.join(accuracy.REPO, "docs", "images",
                                                          "performance.png"))
     args = parser.parse_args(argv)
-    runs = budget_runs(args.results)
-    learning_curves = curves(args.curves, results_path=args.results)
-    print(draw(runs, learning_curves, args.output))
+    presets = shipped(preset_rows(args.results),
+                      curves(args.curves, results_path=args.results))
+    print(draw(presets, args.output))
 
 
 if __name__ == "__main__":

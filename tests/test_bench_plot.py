@@ -7,7 +7,12 @@ from PIL import Image
 from bench import accuracy, plot_performance
 
 ROW = ("| 2026-11-28 | AMD EPYC | 2 | `cmd` | {recipe} | {budget} | {minutes} (+0.7 calibration) "
-       "| - | 10 (1 x 10) | 1800 | {linear} | 50.00% | 39.66% | 31.06% |")
+       "| - | 10 (1 x 10) | {speed} | {linear} | 50.00% | {random} | 31.06% |")
+
+
+def _row(recipe, budget="30", minutes="30.0", linear="60.00%", random="-", speed="1800"):
+    return ROW.format(recipe=recipe, budget=budget, minutes=minutes, linear=linear,
+                      random=random, speed=speed)
 
 
 def _results(tmp_path, rows):
@@ -19,7 +24,7 @@ def _results(tmp_path, rows):
 
 OLD = "resnet18 imagenet stem x0.5, 32 px, batch 256, T 0.2, loss ntxent"
 NEW = "resnet18 imagenet stem x0.5,0.5,0.5,1, 32 px, batch 1024, T 0.2, loss ntxent"
-BATCH_ONLY = "resnet18 imagenet stem x0.5, 32 px, batch 1024, T 0.2, loss ntxent"
+NEW_RATE = "resnet18 imagenet stem x0.5,0.5,0.5,1, 32 px, batch 1024, T 0.2, lr 1.5, loss ntxent"
 RECIPE = {"backbone": "resnet18", "stem": "imagenet", "width_multiplier": 0.5,
           "stage_widths": [0.5, 0.5, 0.5, 1.0], "image_size": 32, "batch_size": 1024,
           "temperature": 0.2, "optimizer": "lars", "learning_rate": 1.0, "lr_scaling": "linear",
@@ -30,49 +35,77 @@ RECIPE = {"backbone": "resnet18", "stem": "imagenet", "width_multiplier": 0.5,
 def _configs(tmp_path):
     """A config folder whose cifar10_cpu.cfg has adopted the wide last stage and batch 1024."""
     configs = tmp_path / "configs"
-    configs.mkdir()
+    configs.mkdir(exist_ok=True)
     (configs / "cifar10_cpu.cfg").write_text(
         "# comment --batch_size=1\n--stem=imagenet\n--stage_widths=0.5,0.5,0.5,1\n"
         "--batch_size=1024\n")
     return str(configs)
 
 
-def test_budget_runs_keep_presets_their_seeds_and_the_settings_they_adopted(tmp_path):
+def _curve(curve_dir, name, flagfile, flags, finals, random=None, recipe=RECIPE):
+    curve_dir.mkdir(exist_ok=True)
+    (curve_dir / f"{name}.json").write_text(json.dumps({
+        "flagfile": flagfile, "pretrain_flags": flags, "recipe": recipe,
+        "random_linear_top1": random,
+        "points": [{"minutes": 30 * (i + 1), "linear_top1": f} for i, f in enumerate(finals)]}))
+
+
+def test_rows_count_as_their_preset_with_seeds_and_the_settings_it_adopted(tmp_path):
     path = _results(tmp_path, [
-        ROW.format(recipe=f"cifar10_cpu.cfg: {OLD}", budget="30", minutes="29.4",
-                   linear="60.52%"),
-        ROW.format(recipe=f"cifar10_cpu.cfg --stem=cifar: {OLD}", budget="30",
-                   minutes="30.1", linear="70.00%"),
-        ROW.format(recipe=f"cifar10_cpu.cfg: {OLD}", budget="-", minutes="3.6",
-                   linear="50.92%"),
-        ROW.format(recipe=f"cifar10_cpu.cfg --seed=1: {OLD}", budget="30", minutes="26.0",
-                   linear="58.10%"),
-        ROW.format(recipe=f"cifar10_cpu.cfg --stage_widths=0.5,0.5,0.5,1 --batch_size=1024 "
-                          f"--seed=1: {NEW}", budget="30", minutes="30.8", linear="60.06%"),
-        ROW.format(recipe=f"cifar10_cpu.cfg --batch_size=1024: {BATCH_ONLY}", budget="10",
-                   minutes="9.9", linear="54.00%"),
-        ROW.format(recipe=f"cifar10_cpu_long.cfg: {OLD}", budget="120", minutes="119.0",
-                   linear="75.00%"),
-    ])
-    runs = plot_performance.budget_runs(path, _configs(tmp_path))
-    assert [(r["series"], r["minutes"], r["linear"]) for r in runs] == [
-        (("cifar10_cpu.cfg", OLD), 29.4, 60.52), (("cifar10_cpu.cfg", OLD), 26.0, 58.10),
-        (("cifar10_cpu.cfg", NEW), 30.8, 60.06),
-        (("cifar10_cpu.cfg", BATCH_ONLY), 9.9, 54.0),
-        (("cifar10_cpu_long.cfg", OLD), 119.0, 75.0)]
-    assert runs[0]["random_linear"] == 39.66
+        _row(f"cifar10_cpu.cfg: {OLD}", minutes="29.4", random="39.66%"),
+        _row(f"cifar10_cpu.cfg --stem=cifar: {OLD}"),
+        _row(f"cifar10_cpu.cfg --seed=1: {OLD}", budget="-", minutes="26.0"),
+        _row(f"cifar10_cpu.cfg --stage_widths=0.5,0.5,0.5,1 --batch_size=1024 --seed=1: {NEW}",
+             speed="672 (CPU shared with tests)")])
+    rows = plot_performance.preset_rows(path, _configs(tmp_path))
+    assert [(r["series"][0], r["budget"], r["minutes"]) for r in rows] == [
+        ("cifar10_cpu.cfg", True, 29.4), ("cifar10_cpu.cfg --stem=cifar", True, 30.0),
+        ("cifar10_cpu.cfg", False, 26.0), ("cifar10_cpu.cfg", True, 30.0)]
+    assert (rows[0]["random_linear"], rows[1]["random_linear"]) == (39.66, None)
+    assert rows[3]["views_per_second"] == 672
 
 
-def test_series_names_tell_a_presets_recipes_apart():
-    names = plot_performance.series_names([
-        ("cifar10_cpu.cfg", OLD), ("cifar10_cpu.cfg", NEW),
-        ("cifar10_cpu.cfg", NEW + ", 2 x 16 px small views"), ("cifar10_cpu_long.cfg", OLD)])
-    assert names == {
-        ("cifar10_cpu.cfg", OLD): "cifar10_cpu.cfg (x0.5, batch 256)",
-        ("cifar10_cpu.cfg", NEW): "cifar10_cpu.cfg (x0.5,0.5,0.5,1, batch 1024)",
-        ("cifar10_cpu.cfg", NEW + ", 2 x 16 px small views"):
-            "cifar10_cpu.cfg (x0.5,0.5,0.5,1, batch 1024, 2 x 16 px small views)",
-        ("cifar10_cpu_long.cfg", OLD): "cifar10_cpu_long.cfg"}
+def test_a_preset_ships_the_recipe_of_its_last_row_and_only_its_budget_runs_are_drawn(tmp_path):
+    path = _results(tmp_path, [
+        _row(f"cifar10_cpu.cfg: {OLD}", minutes="29.4", linear="58.00%"),
+        _row(f"cifar10_cpu.cfg --stage_widths=0.5,0.5,0.5,1 --batch_size=1024: {NEW}",
+             minutes="30.3", linear="61.80%"),
+        _row(f"cifar10_cpu.cfg --temperature=0.1: {NEW}", minutes="30.1", linear="70.00%"),
+        _row(f"cifar10_cpu.cfg: {NEW}", budget="-", minutes="26.0", linear="63.28%"),
+        _row(f"cifar10_cpu_long.cfg: {OLD}", budget="120", minutes="119.0", linear="66.90%")])
+    presets = plot_performance.shipped(plot_performance.preset_rows(path, _configs(tmp_path)),
+                                       [])
+    assert [(p["preset"], [(r["minutes"], r["linear"]) for r in p["runs"]]) for p in presets] == [
+        ("cifar10_cpu.cfg", [(30.3, 61.8)]), ("cifar10_cpu_long.cfg", [(119.0, 66.9)])]
+
+
+def test_the_floor_is_the_same_networks_random_init_whatever_the_rest_of_the_recipe(tmp_path):
+    """The shipped runs skipped random init; an earlier row of the same network measured it,
+    and another network's floor is not used."""
+    path = _results(tmp_path, [
+        _row(f"cifar10_cpu.cfg: {OLD}", random="39.66%"),
+        _row(f"cifar10_cpu.cfg: {NEW}", random="43.00%"),
+        _row(f"cifar10_cpu.cfg: {NEW_RATE}")])
+    curve_dir = tmp_path / "curves"
+    _curve(curve_dir, "a", "apps/configs/cifar10_cpu.cfg", [], [0.6], random=0.44)
+    configs = _configs(tmp_path)
+    presets = plot_performance.shipped(plot_performance.preset_rows(path, configs),
+                                       plot_performance.curves(str(curve_dir), configs))
+    assert [(p["preset"], p["floor"]) for p in presets] == [("cifar10_cpu.cfg", 43.5)]
+
+
+def test_a_preset_draws_its_best_curve_of_the_shipped_recipe(tmp_path):
+    curve_dir = tmp_path / "curves"
+    for name, flags, finals in (("a", [], [0.60, 0.66]), ("b", [], [0.65, 0.70]),
+                                ("c", ["--stem=stride2"], [0.68, 0.75])):
+        _curve(curve_dir, name, "apps/configs/cifar10_cpu.cfg", flags, finals)
+    configs = _configs(tmp_path)
+    learning_curves = plot_performance.curves(str(curve_dir), configs)
+    recipe = learning_curves[0]["series"][1]
+    path = _results(tmp_path, [_row(f"cifar10_cpu.cfg: {recipe}")])
+    [preset] = plot_performance.shipped(plot_performance.preset_rows(path, configs),
+                                        learning_curves)
+    assert [y for _, y in preset["curve"]["points"]] == [65.0, 70.0]
 
 
 def test_curves_drop_the_flags_their_preset_adopted(tmp_path):
@@ -93,9 +126,8 @@ def test_curves_drop_the_flags_their_preset_adopted(tmp_path):
 def test_curves_carry_their_date_and_the_views_per_second_of_their_run(tmp_path):
     """Two curves of one preset differ by their host's speed (the x axis is minutes); the
     legend names both, the speed read from the run's RESULTS row (same date and command)."""
-    results = _results(tmp_path, [ROW.replace("`cmd`", "`python bench/accuracy.py --x`")
-                                  .format(recipe="cifar10_cpu_long.cfg: r", budget="140",
-                                          minutes="127.5", linear="71.90%")])
+    results = _results(tmp_path, [_row("cifar10_cpu_long.cfg: r", budget="140", minutes="127.5")
+                                  .replace("`cmd`", "`python bench/accuracy.py --x`")])
     curve_dir = tmp_path / "curves"
     curve_dir.mkdir()
     for name, command in (("a", "python bench/accuracy.py --x"), ("b", "other")):
@@ -108,16 +140,17 @@ def test_curves_carry_their_date_and_the_views_per_second_of_their_run(tmp_path)
         ("2026-11-28", 1800), ("2026-11-28", None)]
 
 
-def test_a_preset_whose_warm_up_changed_gets_a_series_per_warm_up():
+def test_a_preset_whose_warm_up_changed_ships_only_its_latest_warm_up(tmp_path):
     """The recipe cell holds the warm-up, so runs from before a preset changed it are not
     drawn as the preset."""
     cells = [accuracy.recipe_cell({"flagfile": "apps/configs/cifar10_cpu.cfg", "pretrain_flags": [],
                                    "recipe": {**RECIPE, "warmup_epochs": warmup}})
              for warmup in (1.0, 10.0)]
-    keys = [("cifar10_cpu.cfg", cell.partition(": ")[2]) for cell in cells]
-    assert keys[0] != keys[1]
-    assert sorted(plot_performance.series_names(keys).values()) == [
-        "cifar10_cpu.cfg (1-epoch warm-up)", "cifar10_cpu.cfg (10-epoch warm-up)"]
+    path = _results(tmp_path, [_row(cell, linear=linear)
+                               for cell, linear in zip(cells, ("60.10%", "61.80%"))])
+    [preset] = plot_performance.shipped(
+        plot_performance.preset_rows(path, _configs(tmp_path)), [])
+    assert "10-epoch warm-up" in cells[1] and [r["linear"] for r in preset["runs"]] == [61.8]
 
 
 def test_the_recipe_cell_names_a_cosine_that_ends_above_zero_only_when_set():
@@ -130,28 +163,19 @@ def test_the_recipe_cell_names_a_cosine_that_ends_above_zero_only_when_set():
     assert cell(final_lr_fraction=0.5).endswith("loss ntxent, cosine to 0.5 of the peak")
 
 
-def test_draw_writes_a_png_with_every_preset_colour(tmp_path):
+def test_draw_writes_a_png_with_every_preset_colour_and_the_floor(tmp_path):
+    cell = accuracy.recipe_cell({"flagfile": "x.cfg", "pretrain_flags": [], "recipe": RECIPE})
+    recipe = cell.partition(": ")[2]
     path = _results(tmp_path, [
-        ROW.format(recipe=f"cifar10_cpu.cfg: {OLD}", budget="30", minutes="29.4",
-                   linear="60.52%")])
-    curves = tmp_path / "curves"
-    curves.mkdir()
-    (curves / "long.json").write_text(json.dumps({
-        "flagfile": "apps/configs/cifar10_cpu_long.cfg", "random_linear_top1": 0.40,
-        "pretrain_flags": [], "recipe": RECIPE,
-        "points": [{"minutes": 30, "linear_top1": 0.55}, {"minutes": 60, "linear_top1": 0.62},
-                   {"minutes": 120, "linear_top1": 0.70, "final": True}]}))
+        _row(f"cifar10_cpu.cfg: {recipe}", minutes="29.4", linear="60.52%", random="43.00%"),
+        _row(f"cifar10_cpu_long.cfg: {recipe}", budget="-")])
+    curve_dir = tmp_path / "curves"
+    _curve(curve_dir, "long", "apps/configs/cifar10_cpu_long.cfg", [], [0.55, 0.62, 0.70])
     configs = _configs(tmp_path)
-    out = plot_performance.draw(plot_performance.budget_runs(path, configs),
-                                plot_performance.curves(str(curves), configs),
-                                str(tmp_path / "p.png"))
+    presets = plot_performance.shipped(plot_performance.preset_rows(path, configs),
+                                       plot_performance.curves(str(curve_dir), configs))
+    out = plot_performance.draw(presets, str(tmp_path / "p.png"))
     pixels = np.asarray(Image.open(out).convert("RGB")).reshape(-1, 3)
     colours = {tuple(c) for c in np.unique(pixels, axis=0)}
-    for rgb in plot_performance.COLOURS[:2]:
+    for rgb in [*plot_performance.COLOURS[:2], plot_performance.FLOOR_COLOUR]:
         assert rgb in colours
-
-
-def test_ten_series_get_ten_colours():
-    """With eight colours the ninth series (the long preset at rate 1.5) took the first's."""
-    keys = [f"preset {i}" for i in range(10)]
-    assert len(set(plot_performance.series_colours(keys).values())) == 10

@@ -81,13 +81,6 @@ def dict_prefix(x: dict) -> str:
     return CROP_PREFIX if view_keys(1, CROP_PREFIX)[0] in x else VIEW_PREFIX
 
 
-def make_views(augmenter, images) -> list:
-    """The views a view maker makes of a batch: `augmenter.views(images)`, or two calls."""
-    if hasattr(augmenter, "views"):
-        return list(augmenter.views(images))
-    return [augmenter(images), augmenter(images)]
-
-
 def saturation_factor(multiplier):
     """keras-cv RandomSaturation factor giving saturation multiplier `multiplier`.
 
@@ -203,6 +196,8 @@ class SimCLRAugment(keras.layers.Layer):
     @classmethod
     def from_config(cls, config):
         return super().from_config(dict({"resize_method": LEGACY_RESIZE_METHOD}, **config))
+
+    num_views = 2  # views per image: the pair SimCLR contrasts
 
     def views(self, images) -> list:
         """The two independent random views of `images` that SimCLR contrasts."""

@@ -27,8 +27,8 @@ def cpu_model(cpuinfo_path: str = "/proc/cpuinfo") -> str:
     """The CPU as /proc/cpuinfo (or `platform`) reports it: model name, family and model.
 
     Family and model are part of it because virtual machines may report one name for
-    several generations: "AMD EPYC" was a CPU without bfloat16 instructions on one day and
-    a family-25 model-17 one with AVX-512 BF16 and a faster float32 matmul on another.
+    several generations: "AMD EPYC" covers CPUs without bfloat16 instructions and
+    family-25 model-17 ones with AVX-512 BF16 and a faster float32 matmul.
     """
     fields = {}
     try:

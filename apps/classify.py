@@ -9,6 +9,9 @@ import math
 from absl import flags
 
 from apps import common
+import keras  # noqa: E402  (after apps.common, which sets the runtime flags first)
+
+from keras_simclr import data
 
 FLAGS = flags.FLAGS
 common.define_json_flag()
@@ -27,8 +30,6 @@ def labelled_dataset(dataset: str, purpose: str):
     Raises:
         common.AppError: the data set has no class labels.
     """
-    from keras_simclr import data
-
     info = data.describe(dataset, FLAGS.data_dir, FLAGS.strict)
     for split in (FLAGS.train_split, FLAGS.eval_split):
         info.num_examples(split)  # a clear error naming the splits that exist
@@ -69,8 +70,6 @@ def compile_classifier(classifier, *, learning_rate: float, batch_size: int, ste
         steps: training steps the cosine decays over.
         weight_decay: decoupled weight decay (0: none).
     """
-    import keras
-
     schedule = keras.optimizers.schedules.CosineDecay(
         learning_rate * batch_size / 256, decay_steps=max(1, steps))
     classifier.compile(

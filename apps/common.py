@@ -15,9 +15,13 @@ import sys
 import warnings
 
 import keras_simclr  # noqa: F401  (runtime flags before TensorFlow is imported)
+import keras
+import tensorflow as tf
 from absl import app, flags, logging
 
-from keras_simclr import data, storage
+from keras_simclr import _runtime, data, evaluation, storage
+from keras_simclr.augment import LEGACY_RESIZE_METHOD
+from keras_simclr.callbacks import latest_checkpoint
 from keras_simclr.storage import write_json  # noqa: F401  (the apps' common.write_json)
 
 FLAGS = flags.FLAGS
@@ -50,32 +54,9 @@ def define_model_dir_flag(required=True):
                                  message="--model_dir is required")
 
 
-def define_augment_flags():
-    """The augmentation flags of apps.pretrain (and apps.show_augmentations, to match)."""
-    flags.DEFINE_float("jitter_strength", 0.5, "Colour jitter strength s.")
-    flags.DEFINE_float("blur_prob", 0.0, "Gaussian blur probability (0.5 for ImageNet).")
-    flags.DEFINE_float("solarize_prob", 0.0, "Solarization probability.")
-    flags.DEFINE_float("min_crop_area", 0.08, "Smallest area fraction of the image that the "
-                       "random crop keeps (the paper: 0.08).")
-    flags.DEFINE_enum("resize_method", "bicubic", ["bicubic", "bilinear"],
-                      "How crops are resized to the views: bicubic (the paper) or bilinear.")
-    flags.DEFINE_enum("brightness", "additive", ["additive", "multiplicative"],
-                      "Colour jitter brightness: additive (SimCLRv1) or multiplicative "
-                      "(SimCLRv2).")
-    flags.register_validator("min_crop_area", lambda v: 0 < v <= 1,
-                             message="--min_crop_area must be in (0, 1]")
-
-
-def augment_flags() -> dict:
-    """`SimCLRAugment` keyword arguments from the `define_augment_flags` flags."""
-    return dict(crop_area=(FLAGS.min_crop_area, 1.0), jitter_strength=FLAGS.jitter_strength,
-                blur_prob=FLAGS.blur_prob, solarize_prob=FLAGS.solarize_prob,
-                resize_method=FLAGS.resize_method, brightness=FLAGS.brightness)
-
-
-def positive(name):
+def positive(name, flag_values=FLAGS):
     flags.register_validator(name, lambda v: v is None or v > 0,
-                             message=f"--{name} must be positive")
+                             message=f"--{name} must be positive", flag_values=flag_values)
 
 
 def is_positive_number(text) -> bool:
@@ -115,10 +96,6 @@ def quiet_console() -> None:
     """absl and TensorFlow Python logs at WARNING unless -v/--verbosity or KERAS_SIMCLR_DEBUG
     asks for more; TensorFlow's log lines printed once; Python warnings as one line each
     (`warning: ...`)."""
-    import tensorflow as tf
-
-    from keras_simclr import _runtime
-
     if _runtime.DEBUG:
         return
     warnings.formatwarning = _one_line_warning
@@ -168,10 +145,6 @@ def dataset_name(model_dir=None):
 
 def load_pretrained(model_dir):
     """The SimCLR model of a pretraining run: its final model, else its latest checkpoint."""
-    import tensorflow as tf
-
-    from keras_simclr.callbacks import latest_checkpoint
-
     if not tf.io.gfile.isdir(model_dir):
         raise AppError(f"--model_dir {model_dir} does not exist")
     path = os.path.join(model_dir, MODEL_FILE)
@@ -185,8 +158,6 @@ def load_pretrained(model_dir):
 
 def load_model_file(path):
     """keras.saving.load_model with a one-line error for unreadable files."""
-    import keras
-
     try:
         return keras.saving.load_model(path)
     except Exception as error:  # a truncated zip, a foreign file, a version mismatch, ...
@@ -214,15 +185,11 @@ def resize_method_of(model_dir: str) -> str:
     Returns:
         Its config's value; "bilinear" for runs recorded before the flag existed.
     """
-    from keras_simclr.augment import LEGACY_RESIZE_METHOD
-
     return run_config(model_dir).get("resize_method", LEGACY_RESIZE_METHOD)
 
 
 def frozen_features(encoder, dataset, split, image_size, batch_size):
     """(x, y): h of every example of `split`, resized without augmentation, in order."""
-    from keras_simclr import data, evaluation
-
     ds = data.embed_dataset(dataset, split, image_size=image_size, batch_size=batch_size,
                             data_dir=FLAGS.data_dir, strict=FLAGS.strict)
     return evaluation.extract_features(lambda x: encoder(x, training=False), ds)

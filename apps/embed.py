@@ -4,11 +4,17 @@
 Writes `x` float32 (N, D) and `y` int64 (N,) labels (-1 where the data has none), in the
 dataset's order, without augmentation.
 """
+import io
 import os
 
+import numpy as np
 from absl import flags
 
 from apps import common
+import tensorflow as tf  # noqa: E402  (after apps.common, which sets the runtime flags first)
+
+from keras_simclr import data, evaluation, storage
+from keras_simclr.export import read_metadata
 
 FLAGS = flags.FLAGS
 common.define_data_flags(("split",))
@@ -22,10 +28,6 @@ common.positive("batch_size")
 
 def embedding_fn(path):
     """(function from float images in [0, 1] to h, image size, default dataset)."""
-    import tensorflow as tf
-
-    from keras_simclr.export import read_metadata
-
     if not tf.io.gfile.isdir(path):
         raise common.AppError(f"--model {path} is not a directory")
     if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
@@ -41,12 +43,6 @@ def embedding_fn(path):
 
 def main(argv):
     del argv
-    import io
-
-    import numpy as np
-
-    from keras_simclr import data, evaluation, storage
-
     embed, image_size, model_dir = embedding_fn(FLAGS.model)
     dataset = common.dataset_name(model_dir)
     common.say(f"embedding {dataset}:{FLAGS.split} at {image_size} px with {FLAGS.model}")

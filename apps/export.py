@@ -13,6 +13,7 @@ import os
 from absl import flags
 
 from apps import common
+from keras_simclr.export import export_encoder
 
 FLAGS = flags.FLAGS
 common.define_model_dir_flag()
@@ -27,8 +28,6 @@ SAVED_MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 
 def main(argv):
     del argv
-    from keras_simclr.export import export_encoder
-
     model = common.load_pretrained(FLAGS.model_dir)
     image_size = common.image_size_of(FLAGS.model_dir, model)
     encoder, classifier = model.encoder, None

@@ -11,7 +11,9 @@ import os
 from absl import flags
 
 from apps import classify, common
-from keras_simclr import storage
+import keras  # noqa: E402  (after apps.common, which sets the runtime flags first)
+
+from keras_simclr import LinearClassifier, data, evaluation, storage
 
 FLAGS = flags.FLAGS
 common.define_data_flags(("train_split", "eval_split"))
@@ -28,10 +30,6 @@ for _name in ("batch_size", "epochs", "learning_rate"):
 
 def main(argv):
     del argv
-    import keras
-
-    from keras_simclr import LinearClassifier, data, evaluation
-
     if not 0.0 < FLAGS.label_fraction <= 1.0:
         raise common.AppError(f"--label_fraction must be in (0, 1], got {FLAGS.label_fraction}")
     dataset = common.dataset_name(FLAGS.model_dir)

@@ -8,6 +8,7 @@ import os
 from absl import flags
 
 from apps import classify, common
+from keras_simclr import evaluation
 
 FLAGS = flags.FLAGS
 common.define_data_flags(("train_split", "eval_split"))
@@ -22,8 +23,6 @@ for _name in ("k", "knn_temperature", "batch_size"):
 
 def main(argv):
     del argv
-    from keras_simclr import evaluation
-
     dataset = common.dataset_name(FLAGS.model_dir)
     info = classify.labelled_dataset(dataset, "kNN evaluation")
     model = common.load_pretrained(FLAGS.model_dir)

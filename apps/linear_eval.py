@@ -12,6 +12,7 @@ import os
 from absl import flags
 
 from apps import classify, common
+from keras_simclr import LinearClassifier, data, evaluation
 
 FLAGS = flags.FLAGS
 common.define_data_flags(("train_split", "eval_split"))
@@ -49,8 +50,6 @@ def encoder_to_evaluate(model_dir: str, seed: int):
     Returns:
         (encoder, side of the images it was trained on).
     """
-    from keras_simclr import evaluation
-
     model = common.load_pretrained(model_dir)
     encoder = model.encoder
     if FLAGS.random_init:
@@ -74,8 +73,6 @@ def features_mode(encoder, dataset: str, info, image_size: int) -> dict:
         `evaluation.linear_probe_on_features`' result, with the strength used (and the
         held-out scores of the grid).
     """
-    from keras_simclr import evaluation
-
     features = classify.train_eval_features(encoder, dataset, info, image_size,
                                             FLAGS.batch_size)
     regularization, choice = FLAGS.regularization, {}
@@ -112,8 +109,6 @@ def full_mode(encoder, dataset: str, info, image_size: int) -> dict:
     Returns:
         {"top1", "top5"} on --eval_split.
     """
-    from keras_simclr import LinearClassifier, data
-
     train_ds, eval_ds = data.linear_eval_datasets(
         dataset, image_size=image_size, batch_size=FLAGS.batch_size,
         train_split=FLAGS.train_split, eval_split=FLAGS.eval_split, data_dir=FLAGS.data_dir,

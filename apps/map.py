@@ -6,11 +6,12 @@ and draws one dot per image coloured by class with a legend of the class names, 
 --thumbnails images at points spread over the map. A map on which classes form separate
 regions shows what a linear probe or kNN will find.
 """
+import numpy as np
 from absl import flags
 
 from apps import common
 from apps import embed as embed_app  # its flags: --model, --output, --split, --image_size, ...
-from keras_simclr import viz
+from keras_simclr import data, evaluation, viz
 
 FLAGS = flags.FLAGS
 flags.DEFINE_alias("model_dir", "model")
@@ -25,10 +26,6 @@ for _name in ("max_points", "size"):
 
 def main(argv):
     del argv
-    import numpy as np
-
-    from keras_simclr import data, evaluation
-
     embed, image_size, model_dir = embed_app.embedding_fn(FLAGS.model)
     dataset = common.dataset_name(model_dir)
     info = data.describe(dataset, FLAGS.data_dir, FLAGS.strict)

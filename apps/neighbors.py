@@ -4,9 +4,11 @@
 takes --queries images spread over the split and shows each (first column, framed in red)
 with its --k nearest others.
 """
+import numpy as np
 from absl import flags
 
 from apps import common
+from keras_simclr import data, evaluation, viz
 
 FLAGS = flags.FLAGS
 common.define_data_flags(("split",))
@@ -22,10 +24,6 @@ for _name in ("queries", "k", "batch_size", "scale"):
 
 def main(argv):
     del argv
-    import numpy as np
-
-    from keras_simclr import data, evaluation, viz
-
     dataset = common.dataset_name(FLAGS.model_dir)
     model = common.load_pretrained(FLAGS.model_dir)
     image_size = common.image_size_of(FLAGS.model_dir, model)

@@ -9,59 +9,26 @@ extends the warm-up + cosine decay to the new length instead of training on at r
 A resumed run reshuffles with a seed offset by the epochs done, not replaying epoch 1's order.
 Defaults are the quick-start preset (`apps/configs/quickstart.cfg`).
 """
+import dataclasses
 import os
 import sys
 import time
 
 from absl import flags
 
-from apps import common
-from keras_simclr import backbones, distribute, losses, optimizers, precision
-from keras_simclr.data import originals
+from apps import common, recipe_flags
+import keras  # noqa: E402  (after apps.common, which sets the runtime flags first)
+import tensorflow as tf  # noqa: E402
+
+from keras_simclr import build_simclr, data, distribute, optimizers, precision, storage
+from keras_simclr.callbacks import EpochCheckpoint, Throughput, latest_checkpoint
 
 FLAGS = flags.FLAGS
 _PREDEFINED = set(FLAGS)  # absl's own flags, not recorded in config.json
 common.define_data_flags(("train_split",))
 common.define_model_dir_flag()
-flags.DEFINE_integer("image_size", 32, "Side of the square views.")
-flags.DEFINE_enum("backbone", "resnet18", backbones.BACKBONES, "Encoder.")
-flags.DEFINE_float("width_multiplier", 0.5, "Channel width multiplier of the encoder.")
-flags.DEFINE_list("stage_widths", None,
-                  "Four width multipliers, one per ResNet stage, in place of --width_multiplier "
-                  "for the stages (the stem keeps it), e.g. 0.5,0.5,0.5,2: a wide last stage.")
-flags.DEFINE_enum("stem", "imagenet", backbones.STEMS,
-                  "ResNet stem: imagenet (7x7/2 + max-pool), cifar (3x3/1), stride2 (3x3/2).")
-flags.DEFINE_integer("head_depth", 3, "Layers of the projection head (3: SimCLRv2, 2: v1).")
-flags.DEFINE_integer("proj_dim", 128, "Output size of the projection head.")
-flags.DEFINE_integer("batch_size", 256, "Global batch size (images; twice as many views).")
+recipe_flags.define_recipe_flags()
 flags.DEFINE_integer("epochs", 15, "Training epochs.")
-flags.DEFINE_float("temperature", 0.2, "NT-Xent temperature.")
-flags.DEFINE_enum("loss", "ntxent", list(losses.OBJECTIVES),
-                  "Contrastive objective: ntxent (SimCLR) or dcl (decoupled, Yeh et al. 2022).")
-flags.DEFINE_float("loss_scale", 1.0, "Loss = scale x mean over anchors (2: the official code).")
-flags.DEFINE_integer("small_views", 0, "Multi-crop: small views per image besides the two full.")
-flags.DEFINE_integer("small_view_size", 16, "Side of the multi-crop small views.")
-flags.DEFINE_integer("chunk_size", None, "Gradient caching: views per encoder pass (exact).")
-flags.DEFINE_enum("precision", "float32", precision.PRECISIONS,
-                  "Compute precision (auto: mixed_bfloat16 on CPUs with AMX-BF16, else float32).")
-flags.DEFINE_enum("optimizer", "lars", list(optimizers.OPTIMIZERS), "Optimizer.")
-flags.DEFINE_float("learning_rate", 1.0, "Base learning rate, scaled by --lr_scaling.")
-flags.DEFINE_enum("lr_scaling", "linear", ["linear", "sqrt"],
-                  "linear: base * batch / 256; sqrt: base * sqrt(batch).")
-flags.DEFINE_float("warmup_epochs", 1.0, "Linear warm-up epochs before the cosine decay.")
-flags.DEFINE_float("final_lr_fraction", 0.0,
-                   "Learning rate at the end of the cosine, as a fraction of its peak "
-                   "(0: the paper's decay to zero).")
-flags.DEFINE_float("weight_decay", 1e-4, "Weight decay (BN and biases excluded).")
-flags.DEFINE_float("momentum", 0.9, "Momentum of LARS and SGD.")
-common.define_augment_flags()
-flags.DEFINE_float("original_cap", originals.DEFAULT_CAP,
-                   "Images larger than the views are cropped from their originals, cached "
-                   "with the shorter side at most this many times --image_size (0: no cap).")
-flags.DEFINE_enum("augment_in", "auto", ["auto", "model", "data"],
-                  "Where views are made: in the model's train_step, in the tf.data pipeline, or "
-                  "auto (data on CPU, where it overlaps with training; model on GPUs).")
-flags.DEFINE_boolean("probe", True, "Train an online linear probe on labelled batches.")
 flags.DEFINE_enum("strategy", "auto", distribute.STRATEGIES, "tf.distribute strategy.")
 flags.DEFINE_integer("cpu_replicas", 0, "Split the CPU into N logical devices (mirrored on CPU).")
 flags.DEFINE_boolean("global_bn", None, "Synchronize BN across replicas (default: on with >1).")
@@ -71,70 +38,40 @@ flags.DEFINE_integer("steps_per_epoch", None, "Limit steps per epoch (default: o
 flags.DEFINE_integer("verbose", None, "Keras progress output: 0 silent, 1 bar, 2 one line per "
                      "epoch (default: 1 on a terminal, 2 when stdout is a file or pipe).")
 common.define_json_flag()
-for _name in ("image_size", "batch_size", "epochs", "temperature", "head_depth", "proj_dim",
-              "width_multiplier", "keep_checkpoints", "steps_per_epoch", "loss_scale",
-              "small_view_size", "chunk_size"):
+for _name in ("epochs", "keep_checkpoints", "steps_per_epoch"):
     common.positive(_name)
-flags.register_validator("small_views", lambda v: v >= 0, message="--small_views must be >= 0")
-flags.register_validator(
-    "stage_widths",
-    lambda v: v is None or (len(v) == 4 and all(common.is_positive_number(w) for w in v)),
-    message="--stage_widths must be four positive numbers, e.g. 0.5,0.5,0.5,2")
-flags.register_validator("final_lr_fraction", lambda v: 0 <= v <= 1,
-                         message="--final_lr_fraction must be in [0, 1]")
-flags.register_validator("original_cap", lambda v: v == 0 or v >= 1,
-                         message="--original_cap must be 0 (no cap) or at least 1")
-
-
-def stage_widths():
-    """--stage_widths as floats, or None."""
-    return tuple(float(w) for w in FLAGS.stage_widths) if FLAGS.stage_widths else None
 
 
 def build_model(info, global_bn, augment_in_model):
     """An uncompiled SimCLR for the flags (call inside strategy.scope())."""
-    from keras_simclr import build_simclr
-
     return build_simclr(
-        backbone=FLAGS.backbone, stem=FLAGS.stem, width_multiplier=FLAGS.width_multiplier,
-        stage_widths=stage_widths(), head_depth=FLAGS.head_depth, proj_dim=FLAGS.proj_dim,
-        loss=losses.get(FLAGS.loss, temperature=FLAGS.temperature, scale=FLAGS.loss_scale),
-        synchronized_bn=global_bn, chunk_size=FLAGS.chunk_size,
-        augmenter=make_augmenter() if augment_in_model else None,
+        backbone=FLAGS.backbone, **recipe_flags.encoder_arguments(FLAGS),
+        head_depth=FLAGS.head_depth, proj_dim=FLAGS.proj_dim,
+        loss=recipe_flags.objective(FLAGS), synchronized_bn=global_bn,
+        chunk_size=FLAGS.chunk_size, augmenter=make_augmenter() if augment_in_model else None,
         probe_classes=info.num_classes if FLAGS.probe and info.num_classes > 1 else None,
     )
 
 
 def make_augmenter():
-    """The view maker: SimCLRAugment, wrapped in MultiCropAugment with --small_views."""
-    from keras_simclr import MultiCropAugment, SimCLRAugment
-
-    full = SimCLRAugment(FLAGS.image_size, **common.augment_flags())
-    if not FLAGS.small_views:
-        return full
-    return MultiCropAugment(full, small_views=FLAGS.small_views,
-                            small_view_size=FLAGS.small_view_size)
+    """The view maker of --view_maker (default: SimCLR's, multi-crop with --small_views)."""
+    return recipe_flags.view_maker(FLAGS)
 
 
-def make_callbacks(model_dir: str, strategy) -> list:
+def make_callbacks(model_dir: str, strategy, views_per_image: int) -> list:
     """[Throughput, EpochCheckpoint, TensorBoard] of a run in `model_dir`.
-
-    Throughput counts every view the model encodes: 2 full + --small_views per image.
 
     Args:
         model_dir: --model_dir (checkpoints/ and logs/ go under it).
         strategy: the run's tf.distribute strategy.
+        views_per_image: views the encoder sees of each image, all of which Throughput
+            counts (the view maker's `num_views`: 2 full + --small_views with multi-crop).
 
     Returns:
         The callbacks, the `Throughput` first.
     """
-    import keras
-
-    from keras_simclr.callbacks import EpochCheckpoint, Throughput
-    from keras_simclr.multicrop import views_per_image
-
     return [
-        Throughput(FLAGS.batch_size, views_per_image=views_per_image(FLAGS.small_views)),
+        Throughput(FLAGS.batch_size, views_per_image=views_per_image),
         EpochCheckpoint(os.path.join(model_dir, common.CHECKPOINT_DIR),
                         keep=FLAGS.keep_checkpoints, strategy=strategy),
         keras.callbacks.TensorBoard(distribute.write_path(os.path.join(model_dir, "logs"), strategy),
@@ -142,7 +79,8 @@ def make_callbacks(model_dir: str, strategy) -> list:
     ]
 
 
-def train_dataset(dataset: str, seed: int, augment_in_model: bool):
+def train_dataset(dataset: str, seed: int, augment_in_model: bool, augmenter,
+                  input_context=None):
     """The pretraining batches for the flags: views made here, or for the model's augmenter.
 
     With views made in the model, the pipeline still crops images larger than the views
@@ -152,17 +90,19 @@ def train_dataset(dataset: str, seed: int, augment_in_model: bool):
         dataset: the --dataset value resolved (`common.dataset_name`).
         seed: the data seed (offset by the epochs done on resume).
         augment_in_model: whether the model's augmenter makes the views.
+        augmenter: the pipeline's view maker (`make_augmenter`; with views made in the
+            model, a copy of the model's that only crops).
+        input_context: this worker's `tf.distribute.InputContext` (None on one machine).
 
     Returns:
         The `data.pretrain_dataset`, not repeated.
     """
-    from keras_simclr import data
-
     return data.pretrain_dataset(
         dataset, FLAGS.train_split, image_size=FLAGS.image_size,
         global_batch_size=FLAGS.batch_size, data_dir=FLAGS.data_dir, cache=_cache_flag(),
-        seed=seed, strict=FLAGS.strict, augmenter=make_augmenter(),
-        views_in_model=augment_in_model, original_cap=FLAGS.original_cap or None)
+        seed=seed, strict=FLAGS.strict, augmenter=augmenter,
+        views_in_model=augment_in_model, original_cap=FLAGS.original_cap or None,
+        input_context=input_context)
 
 
 def _cache_flag():
@@ -172,20 +112,23 @@ def _cache_flag():
     return "auto" if value == "auto" else value == "true"
 
 
-def main(argv):
-    del argv
-    import keras
-    import tensorflow as tf
+@dataclasses.dataclass
+class Plan:
+    """What a run trains on, where, and how: resolved from the flags by `plan_run`."""
 
-    from keras_simclr import data, storage
-    from keras_simclr.callbacks import latest_checkpoint
+    strategy: object
+    global_bn: bool
+    dataset: str
+    info: data.DatasetInfo
+    steps_per_epoch: int
+    augment_in_model: bool
+    dtype_policy: str
 
-    started = time.perf_counter()
+
+def plan_run() -> Plan:
+    """The strategy, data and step count of the flags; clear errors for impossible ones."""
     strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.cpu_replicas)
-    replicas = strategy.num_replicas_in_sync
     distribute.per_replica_batch_size(FLAGS.batch_size, strategy)  # divisible, or a clear error
-    global_bn = distribute.resolve_global_bn(FLAGS.global_bn, strategy)
-    chief = distribute.is_chief(strategy)
     dataset = common.dataset_name()
     info = data.describe(dataset, FLAGS.data_dir, FLAGS.strict)
     num_examples = info.num_examples(FLAGS.train_split)
@@ -197,57 +140,83 @@ def main(argv):
         steps_per_epoch = min(steps_per_epoch, FLAGS.steps_per_epoch)
     has_gpu = bool(tf.config.list_physical_devices("GPU"))
     augment_in_model = FLAGS.augment_in == "model" or (FLAGS.augment_in == "auto" and has_gpu)
-    policy = precision.set_precision(FLAGS.precision, has_gpu=has_gpu)
-    widths = ",".join(f"{w:g}" for w in stage_widths() or (FLAGS.width_multiplier,))
-    common.say(f"pretraining {FLAGS.backbone} (width {widths}, {FLAGS.stem} "
-               f"stem) on {dataset}:{FLAGS.train_split}, {num_examples} images; "
-               f"{FLAGS.image_size} px views made in the "
-               f"{'model' if augment_in_model else 'input pipeline'}")
-    common.say(f"{distribute.describe(strategy)}; {FLAGS.epochs} epoch(s) x {steps_per_epoch} "
-               f"steps of batch {FLAGS.batch_size}; writing to {FLAGS.model_dir}")
+    return Plan(strategy, distribute.resolve_global_bn(FLAGS.global_bn, strategy), dataset,
+                info, steps_per_epoch, augment_in_model,
+                precision.set_precision(FLAGS.precision, has_gpu=has_gpu))
 
-    model_dir = FLAGS.model_dir
-    checkpoint_dir = os.path.join(model_dir, common.CHECKPOINT_DIR)
+
+def announce(plan: Plan) -> None:
+    """The two console lines on what the run does."""
+    widths = ",".join(f"{w:g}" for w in recipe_flags.stage_widths(FLAGS)
+                      or (FLAGS.width_multiplier,))
+    common.say(f"pretraining {FLAGS.backbone} (width {widths}, {FLAGS.stem} "
+               f"stem) on {plan.dataset}:{FLAGS.train_split}, "
+               f"{plan.info.num_examples(FLAGS.train_split)} images; "
+               f"{FLAGS.image_size} px views made in the "
+               f"{'model' if plan.augment_in_model else 'input pipeline'}")
+    common.say(f"{distribute.describe(plan.strategy)}; {FLAGS.epochs} epoch(s) x "
+               f"{plan.steps_per_epoch} steps of batch {FLAGS.batch_size}; writing to "
+               f"{FLAGS.model_dir}")
+
+
+def run_config(plan: Plan) -> dict:
+    """What config.json records: the flags of this app and what they resolved to."""
     config = {name: FLAGS[name].value for name in FLAGS
               if name not in _PREDEFINED and name not in ("verbose", "json")}
-    config.update(dataset=dataset, replicas=replicas, global_bn=global_bn, dtype_policy=policy)
-    if chief:
-        common.write_json(os.path.join(model_dir, common.CONFIG_FILE), config)
+    config.update(dataset=plan.dataset, replicas=plan.strategy.num_replicas_in_sync,
+                  global_bn=plan.global_bn, dtype_policy=plan.dtype_policy)
+    return config
 
-    # the newest readable checkpoint, the same on every worker (or a clear error)
-    checkpoint, done_epochs = latest_checkpoint(checkpoint_dir, strategy)
-    train_ds = train_dataset(dataset, FLAGS.seed + done_epochs, augment_in_model).repeat()
 
-    with strategy.scope():
+def load_or_build(plan: Plan, checkpoint: str | None, done_epochs: int):
+    """The checkpoint's model with the flags' schedule, or a new compiled one (in scope)."""
+    with plan.strategy.scope():
         schedule = optimizers.warmup_cosine_for(
             FLAGS.learning_rate, FLAGS.batch_size, FLAGS.lr_scaling, FLAGS.epochs,
-            steps_per_epoch, min(FLAGS.warmup_epochs, FLAGS.epochs), FLAGS.final_lr_fraction)
+            plan.steps_per_epoch, min(FLAGS.warmup_epochs, FLAGS.epochs),
+            FLAGS.final_lr_fraction)
         if checkpoint:
             common.say(f"resuming from {checkpoint} (epoch {done_epochs} done)")
             model = common.load_model_file(checkpoint)
             model.optimizer.learning_rate = schedule
-        else:
-            keras.utils.set_random_seed(FLAGS.seed)
-            model = build_model(info, global_bn, augment_in_model)
-            model.compile(optimizer=optimizers.build_optimizer(
-                FLAGS.optimizer, learning_rate=schedule, weight_decay=FLAGS.weight_decay,
-                momentum=FLAGS.momentum))
+            return model
+        keras.utils.set_random_seed(FLAGS.seed)
+        model = build_model(plan.info, plan.global_bn, plan.augment_in_model)
+        model.compile(optimizer=optimizers.build_optimizer(
+            FLAGS.optimizer, learning_rate=schedule, weight_decay=FLAGS.weight_decay,
+            momentum=FLAGS.momentum))
+        return model
 
-    callbacks = make_callbacks(model_dir, strategy)
-    throughput = callbacks[0]
+
+def main(argv):
+    del argv
+    started = time.perf_counter()
+    plan = plan_run()
+    announce(plan)
+    model_dir, chief = FLAGS.model_dir, distribute.is_chief(plan.strategy)
+    if chief:
+        common.write_json(os.path.join(model_dir, common.CONFIG_FILE), run_config(plan))
+    # the newest readable checkpoint, the same on every worker (or a clear error)
+    checkpoint, done_epochs = latest_checkpoint(
+        os.path.join(model_dir, common.CHECKPOINT_DIR), plan.strategy)
+    augmenter = make_augmenter()
+    train_input = distribute.training_input(plan.strategy, lambda context: train_dataset(
+        plan.dataset, FLAGS.seed + done_epochs, plan.augment_in_model, augmenter,
+        context).repeat())
+    model = load_or_build(plan, checkpoint, done_epochs)
+    callbacks = make_callbacks(model_dir, plan.strategy, augmenter.num_views)
     history = {}
     if done_epochs < FLAGS.epochs:
-        history = model.fit(train_ds, epochs=FLAGS.epochs, initial_epoch=done_epochs,
-                            steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+        history = model.fit(train_input, epochs=FLAGS.epochs, initial_epoch=done_epochs,
+                            steps_per_epoch=plan.steps_per_epoch, callbacks=callbacks,
                             verbose=progress_verbosity(), shuffle=False).history
     else:
         common.say(f"all {FLAGS.epochs} epochs already done")
-
     summary = {key: float(values[-1]) for key, values in history.items()}
     summary.update(
-        epochs=FLAGS.epochs, resumed_from_epoch=done_epochs, replicas=replicas,
-        wall_time_s=time.perf_counter() - started, views_per_s=throughput.median_views_per_s(),
-    )
+        epochs=FLAGS.epochs, resumed_from_epoch=done_epochs,
+        replicas=plan.strategy.num_replicas_in_sync, wall_time_s=time.perf_counter() - started,
+        views_per_s=callbacks[0].median_views_per_s())
     if chief:
         storage.save_model(model, os.path.join(model_dir, common.MODEL_FILE))
         common.write_json(os.path.join(model_dir, "summary.json"), summary)

@@ -60,14 +60,6 @@ HEADER = ("| date | CPU | cores | command | recipe | budget min | pretraining mi
 # Flags of apps.pretrain that this script sets itself.
 OWN_PRETRAIN_FLAGS = ("dataset", "train_split", "epochs", "steps_per_epoch", "model_dir",
                       "verbose", "flagfile")
-RECIPE_FLAGS = ("backbone", "stem", "width_multiplier", "stage_widths", "image_size",
-                "head_depth", "proj_dim", "batch_size", "temperature", "optimizer",
-                "learning_rate", "lr_scaling", "warmup_epochs", "final_lr_fraction",
-                "weight_decay", "momentum", "jitter_strength", "blur_prob", "solarize_prob",
-                "min_crop_area", "resize_method", "brightness", "original_cap", "augment_in",
-                "probe", "loss", "loss_scale", "small_views", "small_view_size", "chunk_size",
-                "precision")
-
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
@@ -139,7 +131,7 @@ def resolve_recipe(args):
     """The apps.pretrain flag values of the run, parsed by absl as the app parses them."""
     from absl import flags
 
-    from apps import pretrain  # noqa: F401  (defines the flags)
+    from apps import pretrain  # noqa: F401  (defines the flags; with TensorFlow)
 
     argv = ["pretrain", "--model_dir=unused", f"--flagfile={args.flagfile}",
             *args.pretrain_flags, f"--dataset={args.dataset}",
@@ -314,6 +306,7 @@ def main(argv=None):
         say("warning: evaluating on the test split; only val may guide the choice of a recipe")
     result = common.run_info("bench/accuracy.py")
     recipe = resolve_recipe(args)
+    from apps import recipe_flags
     from keras_simclr import data
 
     info = data.describe(args.dataset, recipe.data_dir)
@@ -327,7 +320,7 @@ def main(argv=None):
     result.update(minutes=args.minutes, flagfile=os.path.relpath(args.flagfile, REPO),
                   pretrain_flags=args.pretrain_flags, dataset=args.dataset,
                   train_split=args.train_split, eval_split=args.eval_split,
-                  recipe={name: recipe[name].value for name in RECIPE_FLAGS},
+                  recipe={name: recipe[name].value for name in recipe_flags.RECIPE_FLAGS},
                   work_dir=args.work_dir)
 
     result["calibration"] = None if args.total_steps else calibrate(args, recipe, full_steps)

@@ -27,8 +27,8 @@ def cpu_model(cpuinfo_path: str = "/proc/cpuinfo") -> str:
     """The CPU as /proc/cpuinfo (or `platform`) reports it: model name, family and model.
 
     Family and model are part of it because virtual machines may report one name for
-    several generations: "AMD EPYC" was a CPU without bfloat16 instructions on one day and
-    a family-25 model-17 one with AVX-512 BF16 and a faster float32 matmul on another.
+    several generations: "AMD EPYC" covers CPUs without bfloat16 instructions and
+    family-25 model-17 ones with AVX-512 BF16 and a faster float32 matmul.
     """
     fields = {}
     try:
@@ -57,34 +57,33 @@ def run_info(script: str) -> dict:
             "command": " ".join(["python", script] + [shlex.quote(a) for a in sys.argv[1:]])}
 
 
-def add_encoder_arguments(parser) -> None:
-    """--backbone, --stem, --width_multiplier and --stage_widths of the encoder to measure.
+def parse_with_encoder_flags(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
+    """`parser`'s arguments plus apps.pretrain's encoder flags, parsed by their one definition.
 
-    The same names and meanings as apps.pretrain's flags, so a benchmark can time the
-    network of a preset (e.g. `--width_multiplier=0.5 --stage_widths=0.5,0.5,0.5,1`).
+    The encoder flags (--backbone, --stem, --width_multiplier, --stage_widths: names,
+    defaults, checks) are `apps.recipe_flags.define_encoder_flags`, so a benchmark times the
+    network a preset trains (e.g. `--stage_widths=0.5,0.5,0.5,1`); they are listed in the
+    script's --help. An unknown flag or a bad value ends with the parser's usage error.
     """
-    from keras_simclr import backbones  # TensorFlow: only for the scripts that build models
+    from absl import flags  # with TensorFlow: only for the scripts that build models
 
-    def stage_widths(text):
-        try:
-            widths = tuple(float(w) for w in text.split(","))
-        except ValueError:
-            widths = ()
-        if len(widths) != 4 or min(widths) <= 0:
-            raise argparse.ArgumentTypeError(
-                f"must be four positive numbers, e.g. 0.5,0.5,0.5,1; got {text!r}")
-        return widths
+    from apps import recipe_flags
 
-    parser.add_argument("--backbone", default="resnet18", choices=backbones.BACKBONES)
-    parser.add_argument("--stem", default="imagenet", choices=backbones.STEMS)
-    parser.add_argument("--width_multiplier", type=float, default=1.0)
-    parser.add_argument("--stage_widths", type=stage_widths, default=None,
-                        help="four multipliers, one per stage (the stem keeps "
-                             "--width_multiplier), as apps.pretrain's flag")
+    holder = flags.FlagValues()
+    recipe_flags.define_encoder_flags(holder)
+    parser.epilog = "encoder flags (as apps.pretrain's): " + "; ".join(
+        f"--{name} (default {holder[name].default}): {holder[name].help}" for name in holder)
+    args, rest = parser.parse_known_args(argv)
+    try:
+        holder([parser.prog, *rest])
+    except flags.Error as error:
+        parser.error(str(error))
+    vars(args).update(backbone=holder.backbone, **recipe_flags.encoder_arguments(holder))
+    return args
 
 
 def encoder_arguments(args) -> dict:
-    """The `backbones.build_backbone` / `build_simclr` keywords of `add_encoder_arguments`."""
+    """The `backbones.build_backbone` / `build_simclr` keywords of the encoder flags."""
     return {"stem": args.stem, "width_multiplier": args.width_multiplier,
             "stage_widths": args.stage_widths}
 
@@ -215,13 +214,3 @@ def append_row(path: str, section: str, header: str, cells: list[str]) -> None:
     text = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
     with open(path, "w") as f:
         f.write(_update_section(text, section, header, row))
-
-
-def migrate_results(path: str, section: str, header: str) -> None:
-    """Bring the table of `section` to `header` without adding a row (no-op if absent)."""
-    if not os.path.exists(path):
-        return
-    text = open(path).read()
-    if section in text:
-        with open(path, "w") as f:
-            f.write(_update_section(text, section, header, None))

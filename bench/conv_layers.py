@@ -35,14 +35,13 @@ HEADER = ("| date | CPU | cores | command | model | Conv2D s/step | SmallMapConv
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    common.add_encoder_arguments(parser)
     parser.add_argument("--image_size", type=int, default=32)
     parser.add_argument("--batch_size", type=int, default=256, help="global batch (images)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.add_argument("--results", default=common.RESULTS,
                         help="Markdown file to append a row to ('' to skip)")
-    return parser.parse_args(argv)
+    return common.parse_with_encoder_flags(parser, argv)
 
 
 def time_layer(convolution_op, input_shape, kernel_shape, views, repeats, input_gradient):

@@ -67,7 +67,6 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default=common.CIFAR10_FOLDER)
     parser.add_argument("--split", default="train")
-    common.add_encoder_arguments(parser)
     parser.add_argument("--image_size", type=int, default=32)
     parser.add_argument("--batch_size", type=int, default=256, help="global batch (images)")
     parser.add_argument("--steps", type=int, default=20,
@@ -84,7 +83,7 @@ def parse_args(argv):
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.add_argument("--results", default=common.RESULTS,
                         help="Markdown file to append the rows to ('' to skip)")
-    args = parser.parse_args(argv)
+    args = common.parse_with_encoder_flags(parser, argv)
     args.precisions = [p.strip() for p in args.precisions.split(",")]
     if args.warmup_steps < 1 or args.steps < 1 or args.rounds < 1:
         parser.error("--warmup_steps, --steps and --rounds must be at least 1")

@@ -19,8 +19,9 @@ The image operations of jitter, grayscale and solarization are keras-cv's
 (`augment_images` of its vectorised layers). Their own factor samplers do not draw the
 paper's distributions (brightness is an additive shift of factor x 255; saturation is
 multiplied by f/(1-f), so f=0.5 is a no-op; hue shifts by a random sign times factor x 0.5:
-see keras_cv/src/layers/preprocessing/random_{brightness,saturation,hue}.py) and ignore the seed, so every random parameter is drawn here, in the
-paper's units, from one seeded `tf.random.Generator`. Each image independently draws
+see keras_cv/src/layers/preprocessing/random_{brightness,saturation,hue}.py) and ignore the
+seed, so every random parameter is drawn here, in the paper's units, from one seeded
+`tf.random.Generator`. Each image independently draws
 whether a step applies (a vectorised `tf.where`, not keras-cv `RandomApply`, which loops
 over images and needs AutoGraph); the jitter order is drawn once per batch, so each image
 still sees a uniformly random order. Crop (bicubic: `crop.bicubic_crop_and_resize`;
@@ -46,7 +47,8 @@ from keras_simclr import crop
 
 _JITTER_ORDERS = tuple(itertools.permutations(range(4)))
 BRIGHTNESS_MODES = ("additive", "multiplicative")
-# How runs and files saved before `resize_method` existed resized their crops.
+# The resize method of a saved configuration that names none: such runs and files were
+# made with bilinear crops.
 LEGACY_RESIZE_METHOD = "bilinear"
 
 
@@ -81,13 +83,6 @@ def dict_prefix(x: dict) -> str:
     return CROP_PREFIX if view_keys(1, CROP_PREFIX)[0] in x else VIEW_PREFIX
 
 
-def make_views(augmenter, images) -> list:
-    """The views a view maker makes of a batch: `augmenter.views(images)`, or two calls."""
-    if hasattr(augmenter, "views"):
-        return list(augmenter.views(images))
-    return [augmenter(images), augmenter(images)]
-
-
 def saturation_factor(multiplier):
     """keras-cv RandomSaturation factor giving saturation multiplier `multiplier`.
 
@@ -119,7 +114,7 @@ class SimCLRAugment(keras.layers.Layer):
         solarize_prob: probability of solarization at threshold 0.5 (0 disables).
         seed: integer making the views reproducible; None draws fresh randomness.
         resize_method: "bicubic" (the paper) or "bilinear" resizing of the crops. A
-            config without it (saved before it existed) loads as "bilinear", as it was.
+            config without it loads as `LEGACY_RESIZE_METHOD` ("bilinear").
         brightness: "additive" (SimCLRv1: x + delta) or "multiplicative" (SimCLRv2:
             x * factor).
     """
@@ -203,6 +198,8 @@ class SimCLRAugment(keras.layers.Layer):
     @classmethod
     def from_config(cls, config):
         return super().from_config(dict({"resize_method": LEGACY_RESIZE_METHOD}, **config))
+
+    num_views = 2  # views per image: the pair SimCLR contrasts
 
     def views(self, images) -> list:
         """The two independent random views of `images` that SimCLR contrasts."""

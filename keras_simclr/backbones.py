@@ -23,14 +23,18 @@ survives reload, so the network is built here. The model expects float images in
 Its convolutions are `conv.SmallMapConv2D`, which runs the 2x2 and 1x1 maps that small
 inputs leave in the last stages as matmuls (2.1x faster training at 32 px, bench/RESULTS.md).
 """
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
 import keras
 
 from keras_simclr.conv import SmallMapConv2D
+from keras_simclr.registry import Registry
 
 _BLOCKS = {10: ("basic", (1, 1, 1, 1)), 18: ("basic", (2, 2, 2, 2)),
            34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3))}
 _STAGE_FILTERS = (64, 128, 256, 512)
-BACKBONES = tuple(f"resnet{depth}" for depth in _BLOCKS)
 STEMS = ("imagenet", "cifar", "stride2")
 
 
@@ -123,11 +127,55 @@ def resnet(
     return keras.Model(inputs, h, name=name or f"resnet{depth}_{stem}")
 
 
-def build_backbone(name="resnet18", **kwargs):
-    """`resnet(...)` from a name such as "resnet18"; raises on unknown names."""
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
-    return resnet(depth=int(name[len("resnet"):]), **kwargs)
+FAMILIES = Registry("backbone family")
+_BACKBONES: dict[str, tuple[str, dict]] = {}  # backbone name -> (family, fixed arguments)
+
+
+def register_family(name: str, builder: Callable[..., keras.Model],
+                    variants: Mapping[str, Mapping] | None = None) -> Callable:
+    """Offer `builder(**kwargs) -> keras.Model` (images in [0, 1] to h) as a backbone family.
+
+    Args:
+        name: the family's name.
+        builder: builds one encoder; `build_backbone` passes it only the arguments its
+            signature declares (a family without stems never sees `stem=`).
+        variants: backbone names (what `--backbone` takes) with the arguments each fixes,
+            e.g. {"resnet18": {"depth": 18}}; None: one backbone called `name`.
+
+    Returns:
+        `builder`.
+
+    Raises:
+        ValueError: the family or one of the backbone names is already registered.
+    """
+    variants = {name: {}} if variants is None else {k: dict(v) for k, v in variants.items()}
+    taken = sorted(set(variants) & set(_BACKBONES))
+    if taken:
+        raise ValueError(f"backbone name(s) {taken} already registered; choose others")
+    FAMILIES.register(name, builder)
+    for backbone, fixed in variants.items():
+        _BACKBONES[backbone] = (name, fixed)
+    return builder
+
+
+def names() -> tuple[str, ...]:
+    """Every registered backbone name, e.g. ("resnet10", "resnet18", ...)."""
+    return tuple(_BACKBONES)
+
+
+def build_backbone(name: str = "resnet18", **kwargs) -> keras.Model:
+    """The encoder called `name` (e.g. "resnet18"); raises ValueError on unknown names.
+
+    `kwargs` that only other families declare (`stem` for a family without stems) are left
+    out; one that no family declares raises TypeError.
+    """
+    if name not in _BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {names()}")
+    family, fixed = _BACKBONES[name]
+    return FAMILIES.build(family, **fixed, **kwargs)
+
+
+register_family("resnet", resnet, {f"resnet{depth}": {"depth": depth} for depth in _BLOCKS})
 
 
 def output_width(encoder):

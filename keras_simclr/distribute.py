@@ -14,8 +14,8 @@ agree to about 1e-5). This module picks the strategy and the per-process setting
     path, done = callbacks.latest_checkpoint(ckpt_dir, strategy)  # same epoch everywhere
     with strategy.scope():  # a new model: synchronized_bn=global_bn in encoder and head
         model = keras.saving.load_model(path) if path else build_and_compile(global_bn)
-    dataset = strategy.distribute_datasets_from_function(
-        lambda ctx: data.pretrain_dataset(..., input_context=ctx))
+    dataset = distribute.training_input(  # each worker reads its share of the data
+        strategy, lambda ctx: data.pretrain_dataset(..., input_context=ctx))
     model.fit(dataset, initial_epoch=done,  # every worker saves, the chief writes
               callbacks=[callbacks.EpochCheckpoint(ckpt_dir, strategy=strategy)])
 
@@ -261,6 +261,24 @@ def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
     resolver = strategy.cluster_resolver
     spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
     return len(spec.get("worker", [])) + len(spec.get("chief", [])) > 1
+
+
+def training_input(strategy: tf.distribute.Strategy, dataset_fn):
+    """The input `model.fit` takes under `strategy`, from `dataset_fn(input_context)`.
+
+    Across workers, `strategy.distribute_datasets_from_function(dataset_fn)`: each worker
+    reads only its shard of the source and batches per replica (`input_context`), instead
+    of every worker reading and decoding all the data for Keras to drop all but its share.
+    On one machine, `dataset_fn(None)`, whose global batches Keras splits among the local
+    replicas.
+
+    Args:
+        strategy: the training strategy.
+        dataset_fn: `input_context or None -> tf.data.Dataset`.
+    """
+    if is_multi_worker(strategy):
+        return strategy.distribute_datasets_from_function(dataset_fn)
+    return dataset_fn(None)
 
 
 # ----------------------------------------------------------------------------------------

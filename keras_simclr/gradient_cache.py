@@ -50,6 +50,22 @@ def _after(dependencies, tensor):
         return tf.identity(tensor)
 
 
+def _outputs_without_gradient(forward, inputs, plan):
+    """The first pass: (outputs, extras) of every input, one chunk after the other."""
+    outputs, extras, previous = [], [], []
+    for x, slices in zip(inputs, plan):
+        chunk_outputs, chunk_extras = [], []
+        for start, size in slices:
+            out, extra = forward(_after(previous, x[start:start + size]))
+            out, extra = tf.stop_gradient(out), tf.stop_gradient(extra)
+            chunk_outputs.append(out)
+            chunk_extras.append(extra)
+            previous = [out]
+        outputs.append(tf.concat(chunk_outputs, axis=0))
+        extras.append(tf.concat(chunk_extras, axis=0))
+    return outputs, extras
+
+
 def cached_gradients(
     forward: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]],
     inputs: Sequence[tf.Tensor],
@@ -78,18 +94,7 @@ def cached_gradients(
         every input (concatenated over its chunks).
     """
     plan = [chunk_slices(_static_rows(x), chunk_size) for x in inputs]
-    outputs, extras, previous = [], [], []
-    for x, slices in zip(inputs, plan):
-        chunk_outputs, chunk_extras = [], []
-        for start, size in slices:
-            out, extra = forward(_after(previous, x[start:start + size]))
-            out, extra = tf.stop_gradient(out), tf.stop_gradient(extra)
-            chunk_outputs.append(out)
-            chunk_extras.append(extra)
-            previous = [out]
-        outputs.append(tf.concat(chunk_outputs, axis=0))
-        extras.append(tf.concat(chunk_extras, axis=0))
-
+    outputs, extras = _outputs_without_gradient(forward, inputs, plan)
     with tf.GradientTape() as tape:
         tape.watch(outputs)
         scalar, aux = loss_fn(outputs)

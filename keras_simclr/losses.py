@@ -20,17 +20,20 @@ give finite values.
 
 An objective takes the list of projections of all views (each (n, D), the same n images
 in the same order) and returns `ContrastiveTerms`: the per-anchor loss and the logits and
-labels the model's metrics use. A variant is a subclass that overrides `pairs` (which views
-are contrasted with which) or `anchor_loss` (how one anchor's logits become its loss):
-`DecoupledNTXent` here; register a new one in `OBJECTIVES` to offer
-it as `--loss`.
+labels the model's metrics use (the `Objective` protocol). A variant is a subclass that
+overrides `pairs` (which views are contrasted with which) or `anchor_loss` (how one anchor's
+logits become its loss), as `DecoupledNTXent` here; any other class with the protocol's
+methods is an objective too. `register_objective(name, cls)` offers one as `--loss=name`;
+the apps give it only the constructor arguments it declares (`temperature`, `scale`).
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Protocol, Sequence, runtime_checkable
 
 import keras
 import tensorflow as tf
+
+from keras_simclr.registry import Registry
 
 # Subtracted from an anchor's similarity to itself; exp() of it is exactly zero in float32,
 # without the NaN gradients that -inf would produce.
@@ -100,15 +103,6 @@ def gather_candidates(projections, global_negatives=True):
     return gathered, offset
 
 
-def cross_replica_logits(z1, z2, temperature, global_negatives=True):
-    """contrastive_logits with candidates gathered from every replica in sync.
-
-    Must run in a replica context (inside `strategy.run`, as Keras' train_step does).
-    """
-    (c1, c2), offset = gather_candidates([z1, z2], global_negatives)
-    return contrastive_logits(z1, z2, c1, c2, offset, temperature)
-
-
 def contrastive_accuracy(logits, labels, k=1):
     """Fraction of anchors whose positive is among the k most similar candidates."""
     return tf.reduce_mean(
@@ -128,6 +122,24 @@ class ContrastiveTerms(NamedTuple):
     per_anchor: tf.Tensor
     logits: tf.Tensor
     labels: tf.Tensor
+
+
+@runtime_checkable
+class Objective(Protocol):
+    """What `SimCLR` needs from its contrastive objective (`NTXent` and its subclasses).
+
+    A saved model stores its objective through `get_config`, so an objective class is also
+    registered with `keras.saving.register_keras_serializable`.
+    """
+
+    def __call__(self, projections: Sequence[tf.Tensor]) -> ContrastiveTerms:
+        """This replica's terms from one (n, D) projection per view (same images, same order)."""
+
+    def loss(self, terms: ContrastiveTerms) -> tf.Tensor:
+        """The scalar loss of this replica from its terms."""
+
+    def get_config(self) -> dict:
+        """The constructor arguments that rebuild the objective."""
 
 
 @keras.saving.register_keras_serializable(package="keras_simclr")
@@ -219,11 +231,33 @@ class DecoupledNTXent(NTXent):
         return tf.reduce_logsumexp(negatives, axis=1) - positive
 
 
-OBJECTIVES = {"ntxent": NTXent, "dcl": DecoupledNTXent}
+def _check_objective(cls) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, Objective)):
+        raise TypeError(f"an objective is a class with __call__(projections) -> "
+                        f"ContrastiveTerms, loss(terms) and get_config(), got {cls!r}")
 
 
-def get(name: str, **kwargs) -> NTXent:
-    """An objective from its `OBJECTIVES` name, e.g. `get("dcl", temperature=0.2)`."""
-    if name not in OBJECTIVES:
-        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(OBJECTIVES)}")
-    return OBJECTIVES[name](**kwargs)
+OBJECTIVES = Registry("loss", _check_objective)
+
+
+def register_objective(name: str, cls: type) -> type:
+    """Offer the objective class `cls` as `get(name)` and `--loss=name`; returns `cls`.
+
+    Raises:
+        ValueError: `name` is already registered.
+        TypeError: `cls` is not a class with the `Objective` methods.
+    """
+    return OBJECTIVES.register(name, cls)
+
+
+register_objective("ntxent", NTXent)
+register_objective("dcl", DecoupledNTXent)
+
+
+def get(name: str, **kwargs) -> Objective:
+    """The objective registered as `name`, e.g. `get("dcl", temperature=0.2)`.
+
+    Of `kwargs`, the objective receives those its constructor declares; an argument that
+    only another registered objective takes is left out (see `registry.Registry.build`).
+    """
+    return OBJECTIVES.build(name, **kwargs)

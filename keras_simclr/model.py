@@ -5,9 +5,9 @@
     h = f(views of one size, as one batch); z = g(h)
     loss = objective([z_1, z_2, ...])        # NT-Xent by default, negatives from all replicas
 
-The model has one place for each idea: the view maker (`augmenter`: anything with
-`views(images) -> list`, e.g. `SimCLRAugment`, `MultiCropAugment`), the objective (`loss`:
-an `NTXent` or a subclass from `keras_simclr.losses`) and the networks. Views of one size go
+The model has one place for each idea: the view maker (`augmenter`: a
+`keras_simclr.views.ViewMaker`, e.g. `SimCLRAugment`, `MultiCropAugment`), the objective
+(`loss`: a `keras_simclr.losses.Objective` such as `NTXent`) and the networks. Views of one size go
 through the encoder as one batch, as in the official code, so BN statistics cover both full
 views. Under `tf.distribute` each replica scores its own anchors against every replica's
 projections; Keras sums the gradients across replicas and does not divide a loss computed in
@@ -33,10 +33,16 @@ import keras
 import tensorflow as tf
 
 from keras_simclr import backbones, gradient_cache, losses
-from keras_simclr.augment import (CROP_PREFIX, dict_prefix, make_views, to_float_images,
-                                  views_from_dict)
+from keras_simclr.augment import CROP_PREFIX, dict_prefix, to_float_images, views_from_dict
 from keras_simclr.keras_compat import DistributedFitMixin, step_logs
 from keras_simclr.heads import ProjectionHead
+from keras_simclr.views import CropViewMaker, ViewMaker, make_views
+
+
+# Arguments of the objective, not of SimCLR: a saved config that carries them still loads
+# (`from_config` builds the NTXent they describe); a call that passes them gets a TypeError
+# naming `loss=`.
+_OBJECTIVE_ARGUMENTS = ("temperature", "global_negatives")
 
 
 def _size_groups(views):
@@ -58,14 +64,12 @@ class SimCLR(DistributedFitMixin, keras.Model):
     Args:
         encoder: a Keras model from images in [0, 1] to the representation h.
         head: the projection head (default: a 3-layer `ProjectionHead`).
-        augmenter: the view maker: a layer with `views(images) -> list of views` (e.g.
-            `SimCLRAugment`, `MultiCropAugment`) or one random view per call; None when the
+        augmenter: the view maker (`keras_simclr.views.ViewMaker`, e.g. `SimCLRAugment`,
+            `MultiCropAugment`) or a layer making one random view per call; None when the
             input pipeline supplies the views.
-        temperature: shorthand for `loss=NTXent(temperature)` (default 0.5).
         probe_classes: number of classes of the online linear probe (None: no probe).
-        global_negatives: shorthand for `NTXent(global_negatives=...)` (default True).
-        loss: the contrastive objective (`keras_simclr.losses.NTXent` or a subclass);
-            give either `loss` or `temperature`/`global_negatives`.
+        loss: the contrastive objective (`keras_simclr.losses.Objective`; default
+            `NTXent(0.5)`, negatives from every replica).
         chunk_size: views per encoder pass with gradient caching (None: one pass).
     """
 
@@ -74,20 +78,19 @@ class SimCLR(DistributedFitMixin, keras.Model):
         encoder: keras.Model,
         head: keras.layers.Layer | None = None,
         augmenter=None,
-        temperature: float | None = None,
+        *,
         probe_classes: int | None = None,
-        global_negatives: bool | None = None,
-        loss: losses.NTXent | None = None,
+        loss: losses.Objective | None = None,
         chunk_size: int | None = None,
         **kwargs,
     ):
+        for name in _OBJECTIVE_ARGUMENTS:
+            if name in kwargs:
+                raise TypeError(f"SimCLR takes no {name}=: it belongs to the objective, "
+                                f"e.g. SimCLR(encoder, loss=keras_simclr.losses.NTXent("
+                                f"{name}={kwargs[name]!r}))")
         super().__init__(**kwargs)
-        if loss is None:
-            loss = losses.NTXent(0.5 if temperature is None else temperature,
-                                 True if global_negatives is None else global_negatives)
-        elif temperature is not None or global_negatives is not None:
-            raise ValueError("give the objective's temperature and global_negatives to the "
-                             "loss object, not to SimCLR, when passing `loss`")
+        loss = losses.NTXent() if loss is None else loss
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         self.encoder = encoder
@@ -106,14 +109,10 @@ class SimCLR(DistributedFitMixin, keras.Model):
         self.probe_loss_tracker = keras.metrics.Mean(name="probe_loss")
         self.probe_accuracy = keras.metrics.SparseCategoricalAccuracy(name="probe_acc")
 
-    @property
-    def temperature(self) -> float:
-        return self.objective.temperature
-
     def build(self, input_shape):
         if isinstance(input_shape, dict):
             input_shape = views_from_dict(input_shape, dict_prefix(input_shape))[0]
-        if self.augmenter is not None and hasattr(self.augmenter, "image_size"):
+        if isinstance(self.augmenter, ViewMaker):
             size = self.augmenter.image_size
             input_shape = (input_shape[0], size, size, 3)
         h_shape = self.encoder.compute_output_shape(input_shape)
@@ -136,9 +135,10 @@ class SimCLR(DistributedFitMixin, keras.Model):
 
     def _views(self, x):
         if isinstance(x, dict) and dict_prefix(x) == CROP_PREFIX:
-            if not hasattr(self.augmenter, "views_of_crops"):
+            if not isinstance(self.augmenter, CropViewMaker):
                 raise ValueError("crops {'crop_1': ..., ...} need a model whose augmenter "
-                                 "makes views of crops (views_of_crops)")
+                                 "makes views of crops (a views.CropViewMaker with "
+                                 "views_of_crops)")
             return list(self.augmenter.views_of_crops(views_from_dict(x, CROP_PREFIX)))
         if isinstance(x, dict):
             return [to_float_images(v) for v in views_from_dict(x)]
@@ -151,8 +151,10 @@ class SimCLR(DistributedFitMixin, keras.Model):
     def _clean_images(self, x):
         """Un-augmented images at the views' size, for judging the probe."""
         images = to_float_images(x)
-        size = getattr(self.augmenter, "image_size", None)
-        return images if size is None else tf.image.resize(images, [size, size])
+        if not isinstance(self.augmenter, ViewMaker):
+            return images
+        size = self.augmenter.image_size
+        return tf.image.resize(images, [size, size])
 
     def _forward(self, views, training):
         """(h, z): one encoder pass per view size; z in float32 for the objective."""
@@ -291,25 +293,31 @@ class SimCLR(DistributedFitMixin, keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        legacy = {name: config.pop(name) for name in _OBJECTIVE_ARGUMENTS if name in config}
+        if "loss" not in config:  # the objective described by its arguments instead
+            legacy = {name: value for name, value in legacy.items() if value is not None}
+            config["loss"] = losses.NTXent(**legacy)
         for key in ("encoder", "head", "augmenter", "loss"):
-            if key in config:
+            if isinstance(config.get(key), dict):
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
 
 
 def build_simclr(*, backbone: str = "resnet18", stem: str = "imagenet",
                  width_multiplier: float = 1.0, head_depth: int = 3, proj_dim: int = 128,
-                 loss: losses.NTXent | None = None, synchronized_bn: bool = False,
+                 loss: losses.Objective | None = None, synchronized_bn: bool = False,
                  augmenter=None, probe_classes: int | None = None,
                  chunk_size: int | None = None,
-                 stage_widths: tuple[float, ...] | None = None) -> SimCLR:
+                 stage_widths: tuple[float, ...] | None = None, **backbone_kwargs) -> SimCLR:
     """An uncompiled SimCLR from a recipe's names and sizes (as apps.pretrain builds it).
 
     Call inside `strategy.scope()` under tf.distribute; `synchronized_bn` applies to every
     BN layer of encoder and head (global BN).
 
     Args:
-        backbone, stem, width_multiplier, stage_widths: the encoder
+        backbone: a registered backbone name (`backbones.names()`).
+        stem, width_multiplier, stage_widths, backbone_kwargs: the encoder's arguments,
+            each given to the backbone's family only if it declares it
             (`backbones.build_backbone`).
         head_depth, proj_dim: the projection head's layers and output size.
         loss: the contrastive objective (default `NTXent(0.5)`).
@@ -322,7 +330,7 @@ def build_simclr(*, backbone: str = "resnet18", stem: str = "imagenet",
     """
     encoder = backbones.build_backbone(backbone, stem=stem, width_multiplier=width_multiplier,
                                        stage_widths=stage_widths,
-                                       synchronized_bn=synchronized_bn)
+                                       synchronized_bn=synchronized_bn, **backbone_kwargs)
     head = ProjectionHead(head_depth, output_dim=proj_dim, synchronized_bn=synchronized_bn)
     return SimCLR(encoder, head, augmenter=augmenter, loss=loss, probe_classes=probe_classes,
                   chunk_size=chunk_size)

@@ -7,6 +7,8 @@ the small views are never each other's positives.
 """
 from __future__ import annotations
 
+import inspect
+
 import keras
 import tensorflow as tf
 
@@ -60,6 +62,10 @@ class MultiCropAugment(keras.layers.Layer):
     def seed(self):
         return self.full.seed
 
+    @property
+    def num_views(self) -> int:
+        return views_per_image(self.small_views)
+
     def build(self, input_shape):
         self.full.build(input_shape)
         self.small.build(input_shape)
@@ -99,3 +105,27 @@ class MultiCropAugment(keras.layers.Layer):
                       small_views=self.small_views, small_view_size=self.small_view_size,
                       small_crop_area=self.small_crop_area)
         return config
+
+
+def multi_crop(image_size: int, small_views: int = 4, small_view_size: int = 16,
+               small_crop_area: tuple[float, float] | None = None, **full) -> MultiCropAugment:
+    """`MultiCropAugment` of `SimCLRAugment(image_size, **full)`: the "multicrop" view maker.
+
+    Its signature (`__signature__`, set below) also names every `SimCLRAugment` argument,
+    so `views.make_view_maker` passes it the augmentation options as it does to "simclr".
+    """
+    return MultiCropAugment(SimCLRAugment(image_size, **full), small_views, small_view_size,
+                            small_crop_area)
+
+
+def _with_full_arguments(factory):
+    own = [p for p in inspect.signature(factory).parameters.values()
+           if p.kind != inspect.Parameter.VAR_KEYWORD]
+    full = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+            for name, p in inspect.signature(SimCLRAugment).parameters.items()
+            if name != "image_size" and p.kind != inspect.Parameter.VAR_KEYWORD]
+    factory.__signature__ = inspect.Signature(own + full)
+    return factory
+
+
+_with_full_arguments(multi_crop)

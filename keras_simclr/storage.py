@@ -1,8 +1,8 @@
 """Files on any TensorFlow filesystem: local paths, `gs://`, `hdfs://`, `ram://`, ...
 
 Everything the library and the apps write or read under `--model_dir`, `--export_dir` and
-`--output` goes through `tf.io.gfile` here, so a URL is never taken for a local path (with
-`os.makedirs`, `--model_dir=ram://runs/a` used to create a local folder `ram:/runs/a`).
+`--output` goes through `tf.io.gfile` here, so a URL is never taken for a local path
+(`os.makedirs("ram://runs/a")` would create a local folder `ram:/runs/a`).
 The module is called `storage`, not `io`, so that it does not shadow the standard `io`
 module in the files that use both.
 

@@ -191,17 +191,22 @@ def embedding_map(points: np.ndarray, labels: np.ndarray | None = None,
             draw.rectangle((left - 3, upper - 3, left + thumb + 2, upper + thumb + 2),
                            fill=class_colour(int(labels[i])))
             canvas.paste(image, (left, upper))
+    _draw_legend(draw, font, labelled, names, (size + 8, top + margin), size - 2 * margin)
+    return np.asarray(canvas)
 
-    rows = max(1, (size - 2 * margin) // 20)  # legend lines that fit beside the plot
+
+def _draw_legend(draw, font, labelled, names, corner, height):
+    """One line per class (colour and name) from `corner` down, as many as fit `height`
+    pixels; "+ N more" on the last line when some do not fit."""
+    rows = max(1, height // 20)
     shown = labelled if len(labelled) <= rows else labelled[:rows - 1]
     for row, (label, name) in enumerate(zip(shown, names)):
-        x, y = size + 8, top + margin + 20 * row
+        x, y = corner[0], corner[1] + 20 * row
         draw.rectangle((x, y + 3, x + 12, y + 15), fill=class_colour(label))
         draw.text((x + 20, y), name, fill="black", font=font)
     if len(shown) < len(labelled):
-        draw.text((size + 28, top + margin + 20 * len(shown)),
+        draw.text((corner[0] + 20, corner[1] + 20 * len(shown)),
                   f"+ {len(labelled) - len(shown)} more", fill="black", font=font)
-    return np.asarray(canvas)
 
 
 def _spread(xy, count, rng):

@@ -49,8 +49,8 @@ def _tiny_model(strategy, synchronized_bn=True, global_negatives=True, augmenter
             x = keras.layers.Conv2D(16, 3, activation="relu")(keras.layers.ReLU()(x))
             encoder = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
         head = ks.ProjectionHead(output_dim=16, synchronized_bn=synchronized_bn)
-        model = ks.SimCLR(encoder, head, augmenter=augmenter, temperature=TEMPERATURE,
-                          global_negatives=global_negatives)
+        model = ks.SimCLR(encoder, head, augmenter=augmenter,
+                          loss=ks.NTXent(TEMPERATURE, global_negatives=global_negatives))
         model.build({k: (None, IMAGE_SIZE, IMAGE_SIZE, 3) for k in ("view_1", "view_2")})
     return model
 
@@ -266,7 +266,7 @@ def worker(out_dir, model_dir, epochs, crash_epoch="-1"):
     from keras_simclr.callbacks import EpochCheckpoint, latest_checkpoint
 
     kind, index = distribute.task_id(strategy)
-    dataset = strategy.distribute_datasets_from_function(_indexed_views)
+    dataset = distribute.training_input(strategy, _indexed_views)  # as apps.pretrain
     seen = []
     for step, (_, labels) in enumerate(dataset):
         for local in strategy.experimental_local_results(labels):

@@ -183,6 +183,36 @@ def test_show_augmentations_takes_one_image_of_each_class(pretrained, tmp_path):
     assert sorted(labels[chosen].tolist()) == [0, 1, 2, 3]
 
 
+def test_toy_plug_ins_run_through_the_apps_unchanged(tmp_path):
+    """The toy objective, view maker and backbone family of tests/ (one file each, plus one
+    registration line each in tests/_toy_apps.py) chosen by flags of the unchanged apps."""
+    dataset = write_folder(str(tmp_path / "images"), {"train": 32, "test": 8})
+    model_dir = str(tmp_path / "run")
+    toys = ["--loss=toy_alignment", "--view_maker=toy_noisy_flips", "--backbone=toy_convnet"]
+    command = [sys.executable, os.path.join("tests", "_toy_apps.py")]
+    result = subprocess.run([*command, "pretrain", f"--dataset={dataset}", "--epochs=1",
+                             f"--model_dir={model_dir}", "--json", *TINY, *toys],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert -1.0 <= summary["loss"] <= 1.0  # minus a cosine: the toy objective, not NT-Xent
+    with open(os.path.join(model_dir, "config.json")) as f:
+        config = json.load(f)
+    assert {k: config[k] for k in ("loss", "view_maker", "backbone")} == {
+        "loss": "toy_alignment", "view_maker": "toy_noisy_flips", "backbone": "toy_convnet"}
+    with zipfile.ZipFile(os.path.join(model_dir, "model.keras")) as archive:
+        model_config = json.loads(archive.read("config.json"))["config"]
+    assert model_config["encoder"]["config"]["name"] == "tiny_convnet"
+    assert model_config["loss"]["class_name"] == "Alignment"
+    grid = str(tmp_path / "views.png")
+    result = subprocess.run([*command, "show_augmentations", f"--dataset={dataset}",
+                             "--images=2", "--views=4", "--image_size=8", "--scale=1",
+                             "--view_maker=toy_noisy_flips", f"--output={grid}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert np.asarray(Image.open(grid)).shape[:2] == (2 + 2 * 10, 2 + 5 * 10)
+
+
 def test_a_warning_is_one_line(tmp_path):
     # Python printed "path:line: DataWarning: ..." and then the warnings.warn source line.
     dataset = write_folder(str(tmp_path / "images"), {"train": 8, "test": 8})
@@ -269,10 +299,11 @@ calls = []
 describe = data.describe("shapes")
 data.pretrain_dataset = lambda *args, **kwargs: calls.append(kwargs)
 for in_model in (False, True):
-    pretrain.train_dataset("shapes", 0, in_model)
+    pretrain.train_dataset("shapes", 0, in_model, pretrain.make_augmenter())
 augmenters = {"data": calls[0]["augmenter"], "model": pretrain.build_model(
     describe, False, True).augmenter}
-callbacks = pretrain.make_callbacks(sys.argv[1], tf.distribute.get_strategy())
+callbacks = pretrain.make_callbacks(sys.argv[1], tf.distribute.get_strategy(),
+                                    calls[0]["augmenter"].num_views)
 print(json.dumps({
     "views_in_model": [c["views_in_model"] for c in calls],
     "original_cap": [c["original_cap"] for c in calls],
@@ -418,13 +449,34 @@ from absl import flags
 from apps import pretrain
 from keras_simclr import augment, backbones, crop, distribute, optimizers
 choices = {name: flags.FLAGS[name].parser.enum_values
-           for name in ("backbone", "stem", "strategy", "optimizer", "resize_method",
-                        "brightness")}
-assert choices == {"backbone": list(backbones.BACKBONES), "stem": list(backbones.STEMS),
-                   "strategy": list(distribute.STRATEGIES),
+           for name in ("stem", "strategy", "optimizer", "resize_method", "brightness")}
+assert choices == {"stem": list(backbones.STEMS), "strategy": list(distribute.STRATEGIES),
                    "optimizer": list(optimizers.OPTIMIZERS),
                    "resize_method": list(crop.RESIZE_METHODS),
                    "brightness": list(augment.BRIGHTNESS_MODES)}, choices
+# plug-in points: any name registered when the flags are parsed, and only those
+from keras_simclr import losses, views
+registered = {"backbone": backbones.names(), "loss": list(losses.OBJECTIVES),
+              "view_maker": list(views.VIEW_MAKERS)}
+assert registered["backbone"][:4] == ("resnet10", "resnet18", "resnet34", "resnet50")
+assert registered["loss"] == ["ntxent", "dcl"] and registered["view_maker"] == ["simclr", "multicrop"]
+valid = ["pretrain", "--model_dir=x", "--backbone=resnet18", "--loss=ntxent",
+         "--view_maker=simclr", "--small_views=0"]  # a failed parse keeps the bad value
+for flag, names in registered.items():
+    for name in names:
+        flags.FLAGS([*valid, f"--{flag}={name}"])
+        assert flags.FLAGS[flag].value == name
+    try:
+        flags.FLAGS([*valid, f"--{flag}=nope"])
+        raise AssertionError(flag)
+    except flags.IllegalFlagValueError as error:
+        assert f"--{flag}=nope is not registered; choose one of" in str(error), error
+        assert names[0] in str(error), error
+try:
+    flags.FLAGS([*valid, "--small_views=2"])
+    raise AssertionError("--small_views without a multi-crop view maker")
+except flags.IllegalFlagValueError as error:
+    assert "--small_views needs a view maker that makes small views" in str(error), error
 """
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, timeout=120)

@@ -3,7 +3,10 @@ import keras
 import numpy as np
 import pytest
 
-from keras_simclr import ProjectionHead, backbones
+from keras_simclr import ProjectionHead, backbones, build_simclr, losses
+from toy_backbone import tiny_convnet
+
+backbones.register_family("toy_convnet", tiny_convnet)  # the one line that adds a family
 
 
 @pytest.mark.parametrize("name,width,expected", [
@@ -74,3 +77,32 @@ def test_rejects_unknown_names():
         backbones.build_backbone("resnet19")
     with pytest.raises(ValueError, match="stem"):
         backbones.resnet(18, stem="tiny")
+
+
+def test_a_new_family_is_one_file_and_one_registration_line():
+    """tests/toy_backbone.py plus the `register_family` line at the top of this file: built
+    by name, given only the arguments it declares (not the ResNet ones)."""
+    assert backbones.names()[-1] == "toy_convnet" and "resnet18" in backbones.names()
+    encoder = backbones.build_backbone("toy_convnet", stem="cifar", width_multiplier=0.5,
+                                       stage_widths=(1, 1, 1, 2), synchronized_bn=True)
+    assert encoder.name == "tiny_convnet" and backbones.output_width(encoder) == 16
+    model = build_simclr(backbone="toy_convnet", stem="cifar", width_multiplier=0.25,
+                         head_depth=2, proj_dim=8, loss=losses.NTXent(0.5),
+                         synchronized_bn=True)
+    assert backbones.output_width(model.encoder) == 8
+    # the ResNet family still receives its own arguments, fixed and forwarded
+    resnet = backbones.build_backbone("resnet10", stem="cifar", width_multiplier=0.125,
+                                      input_shape=(8, 8, 3))
+    assert resnet.name == "resnet10_cifar" and resnet.get_layer("stem_conv").filters == 8
+
+
+def test_register_family_rejects_taken_names_and_unknown_arguments():
+    with pytest.raises(ValueError, match="'resnet' is already registered"):
+        backbones.register_family("resnet", tiny_convnet, {"resnet_toy": {}})
+    with pytest.raises(ValueError, match=r"\['resnet18'\] already registered"):
+        backbones.register_family("other", tiny_convnet, {"resnet18": {}})
+    with pytest.raises(TypeError, match="callable"):
+        backbones.register_family("other", "tiny_convnet")
+    assert "other" not in backbones.FAMILIES and "resnet_toy" not in backbones.names()
+    with pytest.raises(TypeError, match=r"no backbone family takes the argument\(s\) \['stemm'\]"):
+        backbones.build_backbone("resnet18", stemm="cifar")

@@ -78,11 +78,23 @@ def test_encoder_arguments_reach_the_encoder_of_the_benchmarks(capsys):
         assert backbones.output_width(encoder) == 512  # the last stage at width 1
         assert encoder.get_layer("stem_conv").filters == 32  # the stem at width 0.5
     assert common.encoder_cell(args) == "resnet18, imagenet stem, width 0.5, stages 0.5,0.5,0.5,1"
-    assert common.encoder_cell(throughput.parse_args([])) == "resnet18, imagenet stem, width 1"
-    for bad in ("0.5,0.5,1", "0.5,0.5,0.5,0", "a,b,c,d"):
+    # the defaults are apps.pretrain's (one definition): the width of the CPU presets
+    assert common.encoder_cell(throughput.parse_args([])) == "resnet18, imagenet stem, width 0.5"
+    assert common.encoder_cell(conv_layers.parse_args(["--backbone=resnet10", "--stem=cifar"])
+                               ) == "resnet10, cifar stem, width 0.5"
+    for bad in ("--stage_widths=0.5,0.5,1", "--stage_widths=0.5,0.5,0.5,0",
+                "--stage_widths=a,b,c,d"):
         with pytest.raises(SystemExit):
-            conv_layers.parse_args([f"--stage_widths={bad}"])
+            conv_layers.parse_args([bad])
         assert "must be four positive numbers" in capsys.readouterr().err
+    for bad, message in (("--backbone=nope", "--backbone=nope is not registered"),
+                         ("--stem=nope", "--stem"), ("--nope=1", "nope")):
+        with pytest.raises(SystemExit):
+            throughput.parse_args([bad])
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        conv_layers.parse_args(["--help"])
+    assert "encoder flags (as apps.pretrain's)" in capsys.readouterr().out
 
 
 def test_cpu_model_tells_apart_generations_that_share_a_name(tmp_path):

@@ -297,6 +297,17 @@ def test_two_workers_resume_after_restart(runs):
 # In-process checks (no device split needed)
 
 
+def test_training_input_on_one_machine_is_the_whole_dataset():
+    # Across workers it is distribute_datasets_from_function with each worker's input
+    # context: the two-worker run above feeds its model through it (disjoint halves).
+    import tensorflow as tf
+
+    contexts = []
+    made = distribute.training_input(tf.distribute.get_strategy(),
+                                     lambda context: contexts.append(context) or "batches")
+    assert made == "batches" and contexts == [None]
+
+
 def test_per_replica_batch_size():
     assert distribute.per_replica_batch_size(512, 4) == 128
     assert distribute.per_replica_batch_size(16, 1) == 16

@@ -14,7 +14,7 @@ def tiny_simclr(probe_classes=4, augmenter=True, seed=0):
         encoder,
         ProjectionHead(2, output_dim=32),
         SimCLRAugment(16, seed=seed) if augmenter else None,
-        temperature=0.5,
+        loss=losses.NTXent(0.5),
         probe_classes=probe_classes,
     )
 
@@ -89,7 +89,7 @@ def test_save_and_load_give_identical_outputs(tmp_path):
     np.testing.assert_array_equal(loaded(images[:8]).numpy(), model(images[:8]).numpy())
     np.testing.assert_array_equal(
         loaded.head(model(images[:8])).numpy(), model.head(model(images[:8])).numpy())
-    assert isinstance(loaded.objective, losses.NTXent) and loaded.temperature == 0.5
+    assert isinstance(loaded.objective, losses.NTXent) and loaded.objective.temperature == 0.5
     assert int(loaded.optimizer.iterations) == 2
     # Training resumes from the loaded optimizer state.
     loaded.fit(images, labels, batch_size=32, epochs=1, verbose=0)
@@ -98,19 +98,24 @@ def test_save_and_load_give_identical_outputs(tmp_path):
 
 def test_rejects_bad_temperature():
     with pytest.raises(ValueError, match="temperature"):
-        SimCLR(backbones.resnet(18, width_multiplier=0.125), temperature=0.0)
+        SimCLR(backbones.resnet(18, width_multiplier=0.125), loss=losses.NTXent(0.0))
 
 
-def test_loss_object_or_shorthand_and_old_configs():
+def test_the_objective_arguments_go_to_the_loss_and_old_configs_still_load():
     encoder = backbones.resnet(18, width_multiplier=0.125)
     assert SimCLR(encoder).objective.get_config() == losses.NTXent(0.5).get_config()
-    model = SimCLR(encoder, temperature=0.2, global_negatives=False)
-    assert model.objective.get_config() == losses.NTXent(0.2, False).get_config()
-    with pytest.raises(ValueError, match="loss object"):
-        SimCLR(encoder, loss=losses.NTXent(0.1), temperature=0.2)
-    # Checkpoints written before objectives were objects carry temperature and
-    # global_negatives in the model config; they still load.
-    config = SimCLR(encoder, temperature=0.3).get_config()
-    del config["loss"]
-    config.update(temperature=0.3, global_negatives=True)
+    for name, value in (("temperature", 0.2), ("global_negatives", False)):
+        with pytest.raises(TypeError, match=rf"loss=keras_simclr.losses.NTXent\({name}="):
+            SimCLR(encoder, **{name: value})
+    with pytest.raises(TypeError):  # positionally, no argument takes its place
+        SimCLR(encoder, None, None, 0.2)
+    # A config saved when SimCLR took the objective's arguments: without `loss`, or with
+    # `loss` beside the arguments set to None.
+    model = SimCLR(encoder, loss=losses.NTXent(0.3))
+    config = dict(model.get_config(), temperature=None, global_negatives=None)
     assert SimCLR.from_config(config).objective.temperature == 0.3
+    config = model.get_config()  # from_config consumed the nested configs
+    del config["loss"]
+    config.update(temperature=0.3, global_negatives=False)
+    restored = SimCLR.from_config(config)
+    assert restored.objective.get_config() == losses.NTXent(0.3, False).get_config()

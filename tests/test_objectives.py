@@ -5,6 +5,9 @@ import tensorflow as tf
 
 import keras
 from keras_simclr import losses
+from toy_objective import Alignment
+
+losses.register_objective("toy_alignment", Alignment)  # the one line that adds an objective
 
 
 def _unit(z):
@@ -113,18 +116,20 @@ def test_objectives_serialise_and_validate():
         losses.NTXent(0.5)(_random_views(1))
 
 
-def test_a_new_objective_is_one_file_and_one_registry_line(monkeypatch, tmp_path):
+def test_a_new_objective_is_one_file_and_one_registry_line(tmp_path):
+    """tests/toy_objective.py plus the `register_objective` line at the top of this file:
+    an objective without a temperature, given only the arguments it declares."""
     from conftest import blob_images
-    from toy_objective import AlignmentOnly
 
     from keras_simclr import ProjectionHead, SimCLR, SimCLRAugment, backbones
 
-    monkeypatch.setitem(losses.OBJECTIVES, "toy", AlignmentOnly)  # the registry line
-    objective = losses.get("toy", temperature=0.5)
+    objective = losses.get("toy_alignment", temperature=0.5, scale=2.0)  # as apps.pretrain
+    assert isinstance(objective, Alignment) and objective.get_config() == {"scale": 2.0}
     z1, z2 = _random_views(2)
     terms = objective([z1, z2])
-    want = -np.sum(_unit(z1) * _unit(z2), axis=1) / 0.5
+    want = -np.sum(_unit(z1) * _unit(z2), axis=1)
     np.testing.assert_allclose(terms.per_anchor, np.concatenate([want, want]), rtol=1e-5)
+    np.testing.assert_allclose(objective.loss(terms), 2 * np.mean(want), rtol=1e-5)
     images, _ = blob_images(32)
     model = SimCLR(backbones.resnet(18, width_multiplier=0.125), ProjectionHead(2, output_dim=8),
                    SimCLRAugment(16, seed=0), loss=objective)
@@ -132,4 +137,16 @@ def test_a_new_objective_is_one_file_and_one_registry_line(monkeypatch, tmp_path
     history = model.fit(images, batch_size=16, epochs=1, verbose=0).history
     assert np.isfinite(history["loss"][0])
     model.save(tmp_path / "toy.keras")
-    assert isinstance(keras.saving.load_model(tmp_path / "toy.keras").objective, AlignmentOnly)
+    assert isinstance(keras.saving.load_model(tmp_path / "toy.keras").objective, Alignment)
+
+
+def test_register_objective_rejects_taken_names_non_objectives_and_unknown_arguments():
+    with pytest.raises(ValueError, match="'dcl' is already registered"):
+        losses.register_objective("dcl", Alignment)
+    for not_an_objective in (int, Alignment(), lambda projections: None):
+        with pytest.raises(TypeError, match="an objective is a class with"):
+            losses.register_objective("other", not_an_objective)
+    assert "other" not in losses.OBJECTIVES
+    with pytest.raises(TypeError, match=r"no loss takes the argument\(s\) \['temprature'\]"):
+        losses.get("ntxent", temprature=0.5)  # misspelt: no objective declares it
+    assert losses.get("ntxent", scale=2.0).get_config()["temperature"] == 0.5

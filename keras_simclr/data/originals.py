@@ -26,15 +26,13 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
+from keras_simclr.augment import CROP_PREFIX, VIEW_PREFIX, view_keys
+from keras_simclr.views import CropViewMaker
+
 DEFAULT_CAP = 3.0
 SIZE_SAMPLE = 32  # images decoded to tell whether a dataset's images exceed the views
 
 _AUTOTUNE = tf.data.AUTOTUNE
-
-
-def supports_crops(augmenter) -> bool:
-    """Whether a view maker can crop single examples (`example_crops`, `views_of_crops`)."""
-    return hasattr(augmenter, "example_crops") and hasattr(augmenter, "views_of_crops")
 
 
 def sample_sizes(source, split: str, count: int = SIZE_SAMPLE) -> list[tuple[int, int]]:
@@ -102,7 +100,7 @@ def plan(source, split: str, view_size: int, augmenter, crop_from_original: bool
                          f'{crop_from_original!r}')
     if augmenter is None or crop_from_original is False:
         return None
-    if not supports_crops(augmenter):
+    if not isinstance(augmenter, CropViewMaker):
         if crop_from_original is True:
             raise ValueError(f"crop_from_original=True needs a view maker with "
                              f"example_crops and views_of_crops, got {augmenter!r}")
@@ -162,8 +160,7 @@ def crop_views(ds: tf.data.Dataset, augmenter, batch_size: int, parallelism: int
 
     Args:
         ds: unbatched examples, the images at their own sizes.
-        augmenter: a view maker with `example_crops(image, seed)` and
-            `views_of_crops(crops)` (`supports_crops`).
+        augmenter: a `views.CropViewMaker`.
         batch_size: examples per batch; the last partial batch is dropped.
         parallelism: `num_parallel_calls` of the batched step (None: sequential, for a
             seeded augmenter's stateful generator); the per-example crops are stateless
@@ -177,9 +174,7 @@ def crop_views(ds: tf.data.Dataset, augmenter, batch_size: int, parallelism: int
         Batches `({"view_1": ..., "view_2": ...}, labels)` of float32 views, or with
         `views=False` `({"crop_1": ..., "crop_2": ...}, labels)` of uint8 crops.
     """
-    from keras_simclr.augment import CROP_PREFIX, VIEW_PREFIX, view_keys
-
-    seeds = tf.data.Dataset.random(seed=getattr(augmenter, "seed", None),
+    seeds = tf.data.Dataset.random(seed=augmenter.seed,
                                    rerandomize_each_iteration=True)
 
     def crop(example, random):

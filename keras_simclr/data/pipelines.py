@@ -20,7 +20,7 @@ and augmentation run in parallel (`AUTOTUNE`).
 
 Training images that are squares no larger than the views (CIFAR at 32 px) are resized
 whole to S x S and cropped in batches; larger ones, with an augmenter that crops single
-images (`SimCLRAugment`, `MultiCropAugment`), are cached at their own size (the shorter side
+images (a `views.CropViewMaker`: `SimCLRAugment`, `MultiCropAugment`), are cached at their own size (the shorter side
 capped at `original_cap` x S) and each view is cropped from them before batching; without
 such an augmenter they are resized whole. Evaluation images keep their aspect ratio
 (central square crop).
@@ -44,9 +44,11 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from keras_simclr.augment import SimCLRAugment, view_keys
 from keras_simclr.data import originals
 from keras_simclr.data.shapes import DEFAULT_DATASET
 from keras_simclr.data.source import DataError, DatasetInfo, open_source
+from keras_simclr.views import ViewMaker, make_views
 
 CENTRE_CROP_FRACTION = 0.875
 CENTRE_CROP_MIN_SIDE = 64  # evaluation centre-crops images whose shorter side is larger
@@ -128,11 +130,10 @@ def pretrain_dataset(dataset: str = DEFAULT_DATASET, split: str = "train", *,
         shuffle: shuffle (seeded by `seed`) and reshuffle every epoch.
         cache: True, False or "auto" (cache decoded images when they fit in memory).
         seed: makes the order (and nothing else) reproducible.
-        augmenter: optional view maker on a uint8 batch [B, S, S, 3]: its
-            `views(images)` list (e.g. `SimCLRAugment`: two views; `MultiCropAugment`:
-            2 + k), or two calls of a plain callable.
-        crop_from_original: with an augmenter that has `example_crops` and
-            `views_of_crops`, crop each view from the stored image rather than from it
+        augmenter: optional view maker on a uint8 batch [B, S, S, 3]: a
+            `views.ViewMaker` (e.g. `SimCLRAugment`: two views; `MultiCropAugment`:
+            2 + k), or a plain callable called twice.
+        crop_from_original: with a `views.CropViewMaker`, crop each view from the stored image rather than from it
             resized whole to S x S. "auto": when any of the first `originals.SIZE_SAMPLE`
             stored images (or the source's stated size) is not a square of side <= S.
         original_cap: when cropping from the original, images whose shorter side is
@@ -163,8 +164,6 @@ def pretrain_dataset(dataset: str = DEFAULT_DATASET, split: str = "train", *,
     ds = _training_images(source, split, image_size, shuffle, cache, seed, input_context)
     ds = ds.batch(batch_size, drop_remainder=True)
     if augmenter is not None and not views_in_model:
-        from keras_simclr.augment import make_views, view_keys
-
         def views(images, labels):
             made = make_views(augmenter, images)
             return dict(zip(view_keys(len(made)), made)), labels
@@ -209,8 +208,6 @@ def classifier_dataset(dataset: str = DEFAULT_DATASET, split: str = "train", *,
             ds = ds.cache()
         ds = ds.batch(per_replica).map(_to_float, num_parallel_calls=_AUTOTUNE)
         return ds.prefetch(_AUTOTUNE)
-    from keras_simclr.augment import SimCLRAugment
-
     crop_and_flip = SimCLRAugment.crop_and_flip(image_size, seed=seed,
                                                 resize_method=resize_method)
     ds = _training_images(source, split, image_size, True, cache, seed, input_context,
@@ -278,7 +275,8 @@ def _batch_size(global_batch_size, input_context):
 
 def _augment_parallelism(augmenter):
     """Sequential for a seeded augmenter (reproducible views), parallel otherwise."""
-    return None if getattr(augmenter, "seed", None) is not None else _AUTOTUNE
+    seeded = isinstance(augmenter, ViewMaker) and augmenter.seed is not None
+    return None if seeded else _AUTOTUNE
 
 
 def _decoded(source, split, image_size, input_context, *, shuffle=None, seed=None,

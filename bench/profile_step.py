@@ -77,8 +77,11 @@ def op_spans(xspace_path: str) -> dict:
     for plane in space.planes:
         for line in plane.lines:
             for event in line.events:
-                name, _, kind = plane.event_metadata[event.metadata_id].name.rpartition(":")
-                if name and kind and " " not in kind and kind not in _WRAPPERS:
+                full_name = plane.event_metadata[event.metadata_id].name
+                name, _, kind = full_name.rpartition(":")
+                # "name:type" is an op; "Class::Method" spans (executor, runtime) hold ops.
+                if (name and kind and "::" not in full_name and " " not in kind
+                        and kind not in _WRAPPERS):
                     spans[(name, kind)].append(event.duration_ps / 1e9)
     return spans
 

@@ -5,6 +5,7 @@ import os
 
 import pytest
 import tensorflow as tf
+from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
 from bench import profile_step
 
@@ -55,3 +56,20 @@ def test_reads_the_ops_of_a_profiler_trace(tmp_path):
     path = glob.glob(os.path.join(tmp_path, "**", "*.xplane.pb"), recursive=True)[0]
     kinds = {kind for _, kind in profile_step.op_spans(path)}
     assert any("MatMul" in kind for kind in kinds) and "Relu" in kinds
+
+
+def test_only_op_spans_are_read_not_the_runtime_spans_holding_them(tmp_path):
+    """Runtime spans ("KernelAndDeviceFunc::Run", "ExecutorState::Process") and function
+    calls contain the ops' spans: counting them would count the ops twice."""
+    space = xplane_pb2.XSpace()
+    plane = space.planes.add(name="/host:CPU")
+    names = ["m/conv/Conv2D:_MklNativeConv2D", "KernelAndDeviceFunc::Run",
+             "ExecutorState::Process", "StatefulPartitionedCall:StatefulPartitionedCall",
+             "EagerLocalExecute: __inference_step_11"]
+    line = plane.lines.add()
+    for index, name in enumerate(names, start=1):
+        plane.event_metadata[index].name = name
+        line.events.add(metadata_id=index, duration_ps=int(2e9))
+    path = tmp_path / "trace.xplane.pb"
+    path.write_bytes(space.SerializeToString())
+    assert profile_step.op_spans(str(path)) == {("m/conv/Conv2D", "_MklNativeConv2D"): [2.0]}

@@ -141,6 +141,11 @@ def summarise(ops: dict) -> dict:
     return {"groups": dict(groups), "kinds": dict(kinds), "total": sum(ops.values())}
 
 
+def _ratio(value: float, base: float) -> str:
+    """value / base as "0.48x", or "-" where the first precision spends under 0.5 ms."""
+    return f"{value / base:.2f}x" if base >= 0.5 else "-"
+
+
 def table(args, summaries: dict) -> list[str]:
     """Markdown lines: groups, then the costliest op types, ms per step per precision."""
     names = args.precisions
@@ -153,7 +158,7 @@ def table(args, summaries: dict) -> list[str]:
         cells = [f"{summaries[n][part].get(key, 0.0):.0f} "
                  f"({100 * summaries[n][part].get(key, 0.0) / summaries[n]['total']:.0f}%)"
                  for n in names]
-        ratios = [f"{summaries[n][part].get(key, 0.0) / max(summaries[base][part].get(key, 0.0), 1e-9):.2f}x"
+        ratios = [_ratio(summaries[n][part].get(key, 0.0), summaries[base][part].get(key, 0.0))
                   for n in names[1:]]
         lines.append(f"| {label} | {' | '.join(cells + ratios)} |")
 

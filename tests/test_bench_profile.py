@@ -45,6 +45,7 @@ def test_table_gives_groups_total_and_ratio():
     lines = profile_step.table(args, summaries)
     assert "| convolution forward | 80 (80%) | 20 (50%) | 0.25x |" in lines
     assert "| **total** | 100 | 40 | 0.40x |" in lines
+    assert "| cast | 0 (0%) | 0 (0%) | - |" in lines  # no ratio to nothing
     assert len(lines[0].split("|")) == len(lines[1].split("|"))
 
 

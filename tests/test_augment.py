@@ -83,7 +83,8 @@ def test_jitter_ops_apply_paper_multipliers():
     order = tf.zeros((1,), tf.int64)
     for multiplier in (0.6, 1.4):
         out = color.color_jitter(pixel, _one_op(color.SATURATION, multiplier), order)
-        assert colorsys.rgb_to_hsv(*out.numpy().ravel())[1] == pytest.approx(s0 * multiplier, abs=1e-4)
+        saturation = colorsys.rgb_to_hsv(*out.numpy().ravel())[1]
+        assert saturation == pytest.approx(s0 * multiplier, abs=1e-4)
     out = color.color_jitter(pixel, _one_op(color.HUE, 0.1), order)
     assert colorsys.rgb_to_hsv(*out.numpy().ravel())[0] == pytest.approx((h0 + 0.1) % 1, abs=1e-4)
     out = color.color_jitter(pixel, _one_op(color.BRIGHTNESS, 0.1), order)
@@ -108,9 +109,10 @@ def test_jitter_order_is_drawn_per_image():
 def reference_jitter(image, params, order):
     """TensorFlow's own operations, one by one, each clipped to [0, 1] (as keras-cv's)."""
     ops = {
-        color.BRIGHTNESS: (lambda x: x * tf.reshape(params["brightness_multiplier"], [])
-                           if "brightness_multiplier" in params else
-                           tf.image.adjust_brightness(x, tf.reshape(params["brightness_delta"], []))),
+        color.BRIGHTNESS: (
+            lambda x: x * tf.reshape(params["brightness_multiplier"], [])
+            if "brightness_multiplier" in params else
+            tf.image.adjust_brightness(x, tf.reshape(params["brightness_delta"], []))),
         color.CONTRAST: lambda x: tf.image.adjust_contrast(
             x, tf.reshape(params["contrast_multiplier"], [])),
         color.SATURATION: lambda x: tf.image.adjust_saturation(
@@ -138,7 +140,8 @@ def test_one_pass_jitter_matches_tf_image_in_every_order(brightness):
     for i in range(batch):
         expected = reference_jitter(tf.constant(images[i]), {k: v[i] for k, v in params.items()},
                                     color.ORDERS[order[i]])
-        np.testing.assert_allclose(views[i], expected, atol=1e-3, err_msg=str(color.ORDERS[order[i]]))
+        np.testing.assert_allclose(views[i], expected, atol=1e-3,
+                                   err_msg=str(color.ORDERS[order[i]]))
 
 
 def test_phase_table_runs_every_order_in_order():

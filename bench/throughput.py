@@ -143,12 +143,16 @@ def step_figures(args, wall: list, cpu: list, prefix: str) -> dict:
             f"{prefix}steps_timed": len(wall), f"{prefix}batch_size": args.batch_size}
 
 
-def measure_train_steps(args) -> dict:
-    """Train step alone, every precision, alternating in --rounds rounds: {name: figures}."""
+def in_memory_views(args) -> tf.data.Dataset:
+    """One batch of random views and labels, held in memory and repeated."""
     shape = (args.batch_size, args.image_size, args.image_size, 3)
     views = {key: tf.random.uniform(shape, seed=i) for i, key in enumerate(("view_1", "view_2"))}
-    in_memory = tf.data.Dataset.from_tensors(
-        (views, tf.zeros([args.batch_size], tf.int64))).repeat()
+    return tf.data.Dataset.from_tensors((views, tf.zeros([args.batch_size], tf.int64))).repeat()
+
+
+def measure_train_steps(args) -> dict:
+    """Train step alone, every precision, alternating in --rounds rounds: {name: figures}."""
+    in_memory = in_memory_views(args)
     models, times = {}, {name: ([], []) for name in args.precisions}
     for name in args.precisions:
         with dtype_policy(name):

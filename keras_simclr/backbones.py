@@ -16,7 +16,8 @@ and ResNet-50 (bottlenecks) after He et al. 2016, with
   2048*width (50), with the last stage's width;
 - BatchNormalization with momentum 0.9 and epsilon 1e-5 as the official code, the last BN
   of every residual branch initialised to zero, and `synchronized_bn` passed at
-  construction: set after construction it would be lost on `.keras` reload.
+  construction: set after construction it would be lost on `.keras` reload; bfloat16
+  activations train through TensorFlow's fused kernel (`batchnorm.FusedBatchNormalization`).
 
 keras-cv's `ResNetBackbone` has neither a CIFAR stem nor a synchronized-BN flag that
 survives reload, so the network is built here. The model expects float images in [0, 1].
@@ -29,6 +30,7 @@ from typing import Callable, Mapping
 
 import keras
 
+from keras_simclr.batchnorm import FusedBatchNormalization
 from keras_simclr.conv import SmallMapConv2D
 from keras_simclr.registry import Registry
 
@@ -46,7 +48,7 @@ def _conv(filters, kernel, strides, name):
 
 
 def _bn(synchronized, name, zero_init=False):
-    return keras.layers.BatchNormalization(
+    return FusedBatchNormalization(
         momentum=0.9, epsilon=1e-5, synchronized=synchronized, name=name,
         gamma_initializer="zeros" if zero_init else "ones",
     )

@@ -50,8 +50,25 @@ def multiply_adds(layer):
     return nominal, int(taps_h.sum() * taps_w.sum()) * channel_macs
 
 
+def tap_index(taps):
+    """[P, Q] int: the kernel tap linking input pixel p and output pixel q, T where none.
+
+    Without dilation one tap at most links a pair, so the convolution's dense matrix is the
+    kernel's taps gathered by this index (a zero block where it is T).
+    """
+    kernel_taps = taps.shape[-1]
+    if taps.sum(axis=-1).max() > 1:
+        raise ValueError("a pixel pair linked by more than one kernel tap")
+    return np.where(taps.any(axis=-1), taps.argmax(axis=-1), kernel_taps)
+
+
 def conv_as_matmul(inputs, kernel, strides, padding):
-    """`ops.conv(inputs, kernel, strides, padding)` (channels last) as a single matmul."""
+    """`ops.conv(inputs, kernel, strides, padding)` (channels last) as a single matmul.
+
+    The dense matrix is gathered from the kernel (`tap_index`); its gradient sums each
+    tap's blocks. A gather keeps the matrix in the kernel's dtype without multiplying by
+    the 0/1 tap pattern, which in bfloat16 ran as slow oneDNN matmuls of inner size 1 or 9.
+    """
     _, height, width, in_channels = inputs.shape
     kernel_h, kernel_w, _, out_channels = kernel.shape
     taps_h = tap_matrix_1d(height, kernel_h, strides[0], padding)
@@ -60,9 +77,13 @@ def conv_as_matmul(inputs, kernel, strides, padding):
     # taps[(ih, iw), (oh, ow), (th, tw)]: which kernel tap links each input and output pixel.
     taps = np.einsum("aby,cdz->acbdyz", taps_h, taps_w).reshape(
         height * width, out_h * out_w, kernel_h * kernel_w)
-    matrix = ops.einsum(
-        "pqt,tio->piqo", ops.cast(taps, kernel.dtype),
-        ops.reshape(kernel, (kernel_h * kernel_w, in_channels, out_channels)))
+    blocks = ops.concatenate([
+        ops.reshape(kernel, (kernel_h * kernel_w, in_channels, out_channels)),
+        ops.zeros((1, in_channels, out_channels), kernel.dtype)], axis=0)
+    matrix = ops.take(blocks, tap_index(taps).reshape(-1), axis=0)
+    matrix = ops.transpose(
+        ops.reshape(matrix, (height * width, out_h * out_w, in_channels, out_channels)),
+        (0, 2, 1, 3))
     matrix = ops.reshape(matrix, (height * width * in_channels, out_h * out_w * out_channels))
     outputs = ops.matmul(ops.reshape(inputs, (-1, height * width * in_channels)), matrix)
     return ops.reshape(outputs, (-1, out_h, out_w, out_channels))

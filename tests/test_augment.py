@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_simclr.augment import SimCLRAugment, saturation_factor
+from keras_simclr import color
+from keras_simclr.augment import SimCLRAugment
 from keras_simclr.multicrop import MultiCropAugment
 
 
@@ -64,19 +65,98 @@ def test_jitter_parameters_cover_the_paper_ranges():
             assert abs(values.mean() - (lo + hi) / 2) < 0.02 * width, name
 
 
-def test_keras_cv_ops_apply_paper_multipliers():
-    """The conversions to keras-cv factors give the paper's saturation and hue changes."""
-    augment = SimCLRAugment(4)
+def _one_op(op, value, batch=1):
+    """Jitter parameters that change nothing but operation `op`, set to `value`."""
+    params = {"brightness_delta": tf.zeros((batch, 1, 1, 1)),
+              "contrast_multiplier": tf.ones((batch, 1, 1, 1)),
+              "saturation_multiplier": tf.ones((batch,)), "hue_delta": tf.zeros((batch,))}
+    name = ("brightness_delta", "contrast_multiplier", "saturation_multiplier", "hue_delta")[op]
+    params[name] = tf.fill(params[name].shape, value)
+    return params
+
+
+def test_jitter_ops_apply_paper_multipliers():
+    """Saturation multiplies S, hue adds to H (colorsys), brightness adds to every channel."""
     rgb = (0.8, 0.4, 0.3)  # saturation 0.625
     pixel = tf.constant(np.array(rgb, np.float32).reshape(1, 1, 1, 3))
-    h0, s0, v0 = colorsys.rgb_to_hsv(*rgb)
+    h0, s0, _ = colorsys.rgb_to_hsv(*rgb)
+    order = tf.zeros((1,), tf.int64)
     for multiplier in (0.6, 1.4):
-        out = augment._saturation.augment_images(pixel, tf.constant([saturation_factor(multiplier)]))
-        assert colorsys.rgb_to_hsv(*out.numpy().ravel())[1] == pytest.approx(s0 * multiplier, abs=1e-4)
-    out = augment._hue.augment_images(pixel, tf.constant([0.1]))
+        out = color.color_jitter(pixel, _one_op(color.SATURATION, multiplier), order)
+        saturation = colorsys.rgb_to_hsv(*out.numpy().ravel())[1]
+        assert saturation == pytest.approx(s0 * multiplier, abs=1e-4)
+    out = color.color_jitter(pixel, _one_op(color.HUE, 0.1), order)
     assert colorsys.rgb_to_hsv(*out.numpy().ravel())[0] == pytest.approx((h0 + 0.1) % 1, abs=1e-4)
-    out = augment._brightness.augment_images(pixel, tf.constant([[[[0.1]]]]))
+    out = color.color_jitter(pixel, _one_op(color.BRIGHTNESS, 0.1), order)
     np.testing.assert_allclose(out.numpy().ravel(), np.array(rgb) + 0.1, atol=1e-6)
+
+
+def test_jitter_order_is_drawn_per_image():
+    """`_color_jitter` applies the four operations with the drawn parameters, each image in
+    its own drawn order: the same seed's draws, applied one image at a time with tf.image."""
+    images = tf.constant(np.random.default_rng(3).uniform(0, 1, (64, 6, 6, 3)), tf.float32)
+    views = SimCLRAugment(6, jitter_strength=1.0, seed=9)._color_jitter(images).numpy()
+    twin = SimCLRAugment(6, jitter_strength=1.0, seed=9)
+    params = twin.jitter_parameters(64)
+    order = twin._rng.uniform((64,), 0, 24, dtype=tf.int64).numpy()
+    assert len(set(order)) > 12  # many orders in one batch
+    for i in range(64):
+        expected = reference_jitter(images[i], {k: v[i] for k, v in params.items()},
+                                    color.ORDERS[order[i]])
+        np.testing.assert_allclose(views[i], expected, atol=1e-3)
+
+
+def reference_jitter(image, params, order):
+    """TensorFlow's own operations, one by one, each clipped to [0, 1] (as keras-cv's)."""
+    ops = {
+        color.BRIGHTNESS: (
+            lambda x: x * tf.reshape(params["brightness_multiplier"], [])
+            if "brightness_multiplier" in params else
+            tf.image.adjust_brightness(x, tf.reshape(params["brightness_delta"], []))),
+        color.CONTRAST: lambda x: tf.image.adjust_contrast(
+            x, tf.reshape(params["contrast_multiplier"], [])),
+        color.SATURATION: lambda x: tf.image.adjust_saturation(
+            x, tf.reshape(params["saturation_multiplier"], [])),
+        color.HUE: lambda x: tf.image.adjust_hue(x, tf.reshape(params["hue_delta"], [])),
+    }
+    for op in order:
+        image = tf.clip_by_value(ops[op](image), 0.0, 1.0)
+    return image.numpy()
+
+
+@pytest.mark.parametrize("brightness", ["additive", "multiplicative"])
+def test_one_pass_jitter_matches_tf_image_in_every_order(brightness):
+    """Every one of the 24 orders, on random images (saturated, grey and clipped pixels
+    included) with the strongest jitter the paper uses: within 1e-3 of tf.image.adjust_*."""
+    rng = np.random.default_rng(1)
+    batch = 96
+    images = rng.uniform(0, 1, (batch, 8, 8, 3)).astype(np.float32)
+    images[::5, :2] = images[::5, :2, :, :1]  # grey pixels
+    images[1::5, :2, :, 0] = 1.0  # saturated red
+    augment = SimCLRAugment(8, jitter_strength=1.0, brightness=brightness, seed=2)
+    params = augment.jitter_parameters(batch)
+    order = np.arange(batch) % len(color.ORDERS)
+    views = color.color_jitter(tf.constant(images), params, tf.constant(order)).numpy()
+    for i in range(batch):
+        expected = reference_jitter(tf.constant(images[i]), {k: v[i] for k, v in params.items()},
+                                    color.ORDERS[order[i]])
+        np.testing.assert_allclose(views[i], expected, atol=1e-3,
+                                   err_msg=str(color.ORDERS[order[i]]))
+
+
+def test_phase_table_runs_every_order_in_order():
+    """Each order's operations go to phases of their kind, in the order's sequence; two
+    operations share a phase only if they are saturation and hue next to each other."""
+    table = color.phase_table()
+    for order, phases in zip(color.ORDERS, table):
+        sequence = [phases[op] for op in order]
+        assert sequence == sorted(sequence)
+        for op in order:
+            kind = "rgb" if op in (color.BRIGHTNESS, color.CONTRAST) else "hsv"
+            assert color.PHASES[phases[op]] == kind
+        for first, second in zip(order, order[1:]):
+            if phases[first] == phases[second]:
+                assert {first, second} == {color.SATURATION, color.HUE}
 
 
 def test_crop_area_and_aspect_within_bounds():

@@ -44,6 +44,33 @@ def test_matmul_path_matches_conv2d_outputs_and_gradients(height, width, cin, co
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
 
 
+def test_matmul_path_in_bfloat16_is_close_to_float32():
+    """Under mixed_bfloat16 the dense matrix is gathered in bfloat16: the outputs and kernel
+    gradient stay within bfloat16's precision of the float32 convolution's."""
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.uniform(0, 1, (16, 2, 2, 8)), tf.float32)
+    kernel = rng.standard_normal((3, 3, 8, 6)).astype("float32") * 0.3
+    results = {}
+    for policy in ("float32", "mixed_bfloat16"):
+        layer = SmallMapConv2D(6, 3, padding="same", use_bias=False, dtype=policy)
+        layer.build(x.shape)
+        layer.set_weights([kernel])
+        with tf.GradientTape() as tape:
+            y = tf.cast(layer(x), tf.float32)
+            loss = tf.reduce_sum(y * y)
+        results[policy] = [y.numpy(), tape.gradient(loss, layer.kernel).numpy()]
+    for got, want in zip(results["mixed_bfloat16"], results["float32"]):
+        np.testing.assert_allclose(got, want, rtol=0.05, atol=0.05 * np.abs(want).max())
+
+
+def test_tap_index_gathers_the_tap_matrix():
+    taps_h = tap_matrix_1d(2, 3, 1, "same")
+    taps = np.einsum("aby,cdz->acbdyz", taps_h, taps_h).reshape(4, 4, 9)
+    index = conv.tap_index(taps)
+    blocks = np.concatenate([np.eye(9), np.zeros((1, 9))])
+    np.testing.assert_array_equal(blocks[index], taps)
+
+
 def test_tap_matrix_follows_same_padding():
     # size 2, kernel 3, stride 2, "same": one output, padded after only, so taps 0 and 1 read data.
     taps = tap_matrix_1d(2, 3, 2, "same")

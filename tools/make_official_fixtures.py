@@ -125,10 +125,11 @@ def make_fixture(name, options, images, run, model_lib, tf):
     outputs = {"images": images}
     for key, value in module(inputs, False).items():
         outputs[key] = value.numpy()
-    for key, value in module(inputs, True).items():  # BN on batch statistics
+    save_saved_model(module, os.path.join(path, "saved_model"), tf)
+    # BN on batch statistics; this call also moves the moving averages, hence after saving
+    for key, value in module(inputs, True).items():
         if key in TRAINING_KEYS:
             outputs[f"{key}_trainable"] = value.numpy()
-    save_saved_model(module, os.path.join(path, "saved_model"), tf)
     np.savez_compressed(os.path.join(path, "outputs.npz"), **outputs)
     print(name, {key: value.shape for key, value in outputs.items()})
 

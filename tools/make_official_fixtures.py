@@ -15,6 +15,9 @@ environment outside the repository:
     python tools/make_official_fixtures.py --official_dir=/tmp/simclr/tf2 \
         --output_dir=tests/fixtures/official
 
+`--bench_dir=DIR` writes instead the released ResNet-50 1x's architecture at full size
+(random weights) as an official SavedModel, which bench/official.py times.
+
 Each fixture is a ResNet-50 at width 1/16 (h of 128 values) on 64 px images, small enough
 for a few hundred kB, built with the official `model.Model` and saved with the official
 `run.build_saved_model` as `tf2/run.py` saves (`SAVED/saved_model.pb`, `variables/`):
@@ -42,6 +45,9 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 flags.DEFINE_string("official_dir", None, "The official repository's tf2/ folder.")
 flags.DEFINE_string("output_dir", "tests/fixtures/official", "Where the fixtures go.")
+flags.DEFINE_string("bench_dir", None,
+                    "Instead of the fixtures, write a full-size ResNet-50 1x (SimCLRv2 layout, "
+                    "224 px, 1000 classes, random weights) SavedModel here, for bench/official.py.")
 
 WIDTH = 0.0625
 IMAGE_SIZE = 64
@@ -55,7 +61,8 @@ FIXTURES = {
 }
 
 
-def set_official_flags(sk_ratio, proj_head_mode):
+def set_official_flags(sk_ratio, proj_head_mode, width=WIDTH, image_size=IMAGE_SIZE,
+                       proj_dim=PROJ_DIM):
     """The official run.py flags for one fixture (pretraining with a linear head on h).
 
     `width_multiplier` is an integer flag there; the official layers compute 64 * width
@@ -63,9 +70,9 @@ def set_official_flags(sk_ratio, proj_head_mode):
     """
     values = dict(
         train_mode="pretrain", lineareval_while_pretraining=True, resnet_depth=50,
-        width_multiplier=WIDTH, sk_ratio=sk_ratio, se_ratio=0.0,
+        width_multiplier=width, sk_ratio=sk_ratio, se_ratio=0.0,
         proj_head_mode=proj_head_mode, num_proj_layers=3, ft_proj_selector=0,
-        proj_out_dim=PROJ_DIM, image_size=IMAGE_SIZE, global_bn=False,
+        proj_out_dim=proj_dim, image_size=image_size, global_bn=False,
         batch_norm_decay=0.9, use_blur=False, fine_tune_after_block=-1)
     for key, value in values.items():
         setattr(FLAGS, key, value)
@@ -134,6 +141,15 @@ def make_fixture(name, options, images, run, model_lib, tf):
     print(name, {key: value.shape for key, value in outputs.items()})
 
 
+def make_bench_model(run, model_lib, tf):
+    """The released ResNet-50 1x sk0's architecture with random weights, for timing."""
+    set_official_flags(0.0, "nonlinear", width=1, image_size=224, proj_dim=128)
+    model = model_lib.Model(num_classes=1000)
+    model(tf.zeros([1, 224, 224, 3]), training=False)
+    randomize(model, np.random.default_rng(0))
+    tf.saved_model.save(run.build_saved_model(model), FLAGS.bench_dir)
+
+
 def main(argv):
     del argv
     sys.path.insert(0, os.path.abspath(FLAGS.official_dir))
@@ -141,6 +157,9 @@ def main(argv):
     import model as model_lib
     import run
 
+    if FLAGS.bench_dir:
+        make_bench_model(run, model_lib, tf)
+        return
     images = np.random.default_rng(0).integers(0, 256, (3, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
     for name, options in FIXTURES.items():
         make_fixture(name, options, images, run, model_lib, tf)

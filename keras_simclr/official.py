@@ -20,6 +20,7 @@ import dataclasses
 import os
 
 import tensorflow as tf
+from google.protobuf import message
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from keras_simclr import backbones, losses
@@ -41,6 +42,10 @@ _SUPERVISED = "model/supervised_head/linear_layer/dense"
 _DEPTHS = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
 _WEIGHTS = {"conv": ("kernel",), "dense": ("kernel", "bias"),
             "bn": ("gamma", "beta", "moving_mean", "moving_variance")}
+# What reading a damaged checkpoint raises: IndexError ("Read less bytes than requested")
+# for a truncated data file, an OpError or ValueError for a damaged index, DecodeError for
+# a damaged object graph.
+_READ_ERRORS = (tf.errors.OpError, IndexError, ValueError, message.DecodeError)
 DEFAULT_SK_RATIO = 0.0625  # the released SK models' (squeezes hit the 32 minimum at 1x)
 EXAMPLE = "gs://simclr-checkpoints-tf2/simclrv2/pretrained/r50_1x_sk0/saved_model"
 
@@ -83,7 +88,7 @@ class Source:
             self.reader = tf.train.load_checkpoint(prefix)
             graph = trackable_object_graph_pb2.TrackableObjectGraph()
             graph.ParseFromString(self.reader.get_tensor(_GRAPH_KEY))
-        except (tf.errors.OpError, ValueError) as error:
+        except _READ_ERRORS as error:
             raise OfficialModelError(
                 f"cannot read the variables of {path}: {_first_line(error)} (expected a "
                 f"complete TensorFlow checkpoint in {prefix}.*; a truncated copy?)") from None
@@ -104,7 +109,7 @@ class Source:
     def value(self, path: str):
         try:
             return self.reader.get_tensor(self.keys[path])
-        except tf.errors.OpError as error:
+        except _READ_ERRORS as error:
             raise OfficialModelError(
                 f"cannot read {path} from {self.path}: {_first_line(error)} (the variables "
                 f"file looks truncated or damaged)") from None
@@ -129,10 +134,11 @@ def _variables_prefix(path: str) -> str:
     if not tf.io.gfile.isdir(path):
         raise OfficialModelError(f"{path} is not a directory (expected an official SimCLR "
                                  f"SavedModel such as {EXAMPLE})")
-    found = sorted(tf.io.gfile.listdir(path))[:8] or ["nothing"]
+    names = sorted(tf.io.gfile.listdir(path))
+    found = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
     raise OfficialModelError(
         f"{path} is not a SavedModel: expected variables/variables.index in it (an official "
-        f"SimCLR SavedModel such as {EXAMPLE}), found {', '.join(found)}")
+        f"SimCLR SavedModel such as {EXAMPLE}), found {found or 'nothing'}")
 
 
 def _variable_paths(graph) -> dict[str, str]:

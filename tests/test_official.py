@@ -126,3 +126,106 @@ def test_the_imported_model_saves_and_reloads_as_keras(tmp_path):
     want = recorded("r50_sk1_v2")
     images = want["images"].astype(np.float32) / 255.0
     assert relative_error(reloaded.encoder(images), want["final_avg_pool"]) < 1e-4
+
+
+def _copy_fixture(name, tmp_path):
+    target = tmp_path / name
+    shutil.copytree(source(name), target)
+    return target
+
+
+def _not_a_saved_model(tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "readme.txt").write_text("not a model")
+    return tmp_path / "photos", [], "is not a SavedModel: expected variables/variables.index"
+
+
+def _another_saved_model(tmp_path):
+    module = tf.Module()
+    module.weights = tf.Variable(np.ones((2, 2), np.float32))
+    tf.saved_model.save(module, str(tmp_path / "other"))
+    return (tmp_path / "other", [],
+            "is not an official SimCLR model: expected variables under model/resnet_model/")
+
+
+def _v1_asked_for_its_head(tmp_path):
+    return (source("r50_v1"), ["--projection_head"],
+            "has no projection head (as the SimCLRv1 and supervised releases)")
+
+
+def _truncated(tmp_path):
+    target = _copy_fixture("r50_sk0_v2", tmp_path)
+    data = target / "variables" / "variables.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:data.stat().st_size // 2])
+    return target, [], "truncated"
+
+
+def _mismatched(tmp_path):
+    """The sk0 fixture with one 3x3 convolution kernel of 9 output channels, not 8."""
+    target = _copy_fixture("r50_sk0_v2", tmp_path)
+    prefix = str(target / "variables" / "variables")
+    reader = tf.train.load_checkpoint(prefix)
+    wrong = official.Source(str(target)).keys[
+        "model/resnet_model/block_groups/1/layers/0/conv_relu_dropblock_layers/3/conv2d/kernel"]
+    names = sorted(reader.get_variable_to_shape_map())
+    tensors = [reader.get_tensor(n) if n != wrong else np.zeros((3, 3, 8, 9), np.float32)
+               for n in names]
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
+                      tensors=tensors)
+    return target, [], ("weights do not match the architecture: model/resnet_model/"
+                        "block_groups/1/layers/0/conv_relu_dropblock_layers/3/conv2d/kernel "
+                        "has shape [3, 3, 8, 9]")
+
+
+@pytest.mark.parametrize("case", [_not_a_saved_model, _another_saved_model,
+                                  _v1_asked_for_its_head, _truncated, _mismatched])
+def test_bad_sources_end_with_one_error_line_and_write_nothing(case, tmp_path):
+    from test_apps import run_app
+
+    path, flags, message = case(tmp_path)
+    model_dir = tmp_path / "imported"
+    result = run_app("import_official", f"--source={path}", f"--model_dir={model_dir}",
+                     *flags, check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and message in last, last
+    assert not model_dir.exists()
+    assert not [p for p in os.listdir(tmp_path) if ".partial-" in p]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_import_then_every_app_on_a_folder_of_images(name, tmp_path):
+    from test_apps import run_app, write_folder
+
+    dataset = write_folder(str(tmp_path / "images"))
+    model_dir = str(tmp_path / "imported")
+    stages = [
+        ("import_official", f"--source={source(name)}", f"--model_dir={model_dir}",
+         "--image_size=64"),
+        ("linear_eval", f"--model_dir={model_dir}", f"--dataset={dataset}", "--batch_size=32"),
+        ("finetune", f"--model_dir={model_dir}", f"--dataset={dataset}", "--epochs=1",
+         "--batch_size=32", "--label_fraction=0.5",
+         f"--finetune_from_head_layer={0 if name == 'r50_v1' else 1}"),
+        ("embed", f"--model={model_dir}", f"--dataset={dataset}",
+         f"--output={tmp_path / 'x.npz'}", "--batch_size=32"),
+        ("export", f"--model_dir={model_dir}", f"--export_dir={tmp_path / 'export'}"),
+    ]
+    for app, *args in stages:
+        assert run_app(app, *args).returncode == 0
+    assert np.load(tmp_path / "x.npz")["x"].shape == (32, 128)
+    config = json.loads((tmp_path / "imported" / "config.json").read_text())
+    assert config["image_size"] == 64 and config["projection_head_imported"] == (name != "r50_v1")
+
+
+def test_finetuning_from_a_head_the_release_did_not_have_is_refused(tmp_path):
+    from test_apps import run_app, write_folder
+
+    dataset = write_folder(str(tmp_path / "images"), {"train": 16, "test": 8})
+    model_dir = str(tmp_path / "v1")
+    run_app("import_official", f"--source={source('r50_v1')}", f"--model_dir={model_dir}",
+            "--image_size=64")
+    result = run_app("finetune", f"--model_dir={model_dir}", f"--dataset={dataset}",
+                     "--finetune_from_head_layer=1", check=False)
+    assert result.returncode == 2
+    assert "imported from a release without projection head" in result.stderr

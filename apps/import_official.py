@@ -64,6 +64,8 @@ def _write_model_dir(model, config: dict, model_dir: str) -> None:
         storage.write_json(os.path.join(staging, common.CONFIG_FILE), config)
         storage.save_model(model, os.path.join(staging, common.MODEL_FILE))
         if atomic:
+            if tf.io.gfile.exists(model_dir) and not tf.io.gfile.listdir(model_dir):
+                tf.io.gfile.rmtree(model_dir)  # an empty directory given as --model_dir
             tf.io.gfile.rename(staging, model_dir)
         else:
             storage.copy_tree(staging, model_dir, last=common.MODEL_FILE)

@@ -95,10 +95,11 @@ class Source:
         self.keys = _variable_paths(graph)
         self.shapes = self.reader.get_variable_to_shape_map()
         if not any(key.startswith(_RESNET + "/") for key in self.keys):
-            tops = sorted({key.split("/")[0] for key in self.keys}) or ["no variables"]
+            tops = sorted(child.local_name for child in graph.nodes[0].children)
             raise OfficialModelError(
                 f"{path} is not an official SimCLR model: expected variables under "
-                f"{_RESNET}/ (the tf2 Model that run.py saves), found {', '.join(tops)}")
+                f"{_RESNET}/ (the tf2 Model that run.py saves), found the objects "
+                f"{', '.join(tops) or 'none'} at its top")
 
     def has(self, path: str) -> bool:
         return path in self.keys

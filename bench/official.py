@@ -2,12 +2,13 @@
 
 The same official SavedModel (a ResNet-50 1x as released: `tools/make_official_fixtures.py
 --bench_dir=DIR` writes one with random weights) is timed two ways in one process, the
-variants interleaved round by round: loaded with `tf.saved_model.load` and called as the
-official colabs do (`model(images, trainable=False)["final_avg_pool"]`), and imported with
-`keras_simclr.official.load` into this project's encoder, in float32 and under the
-mixed_bfloat16 policy (the official SavedModel is a float32 graph and has no bfloat16
-variant). Each variant embeds --steps batches of --batch_size 224 px images per round;
-the first round warms up (tracing) and is not counted; medians of the rest.
+variants interleaved round by round (their order rotated): loaded with
+`tf.saved_model.load` and called as the official colabs do (`model(images,
+trainable=False)["final_avg_pool"]`), and imported with `keras_simclr.official.load` into
+this project's encoder, in float32 and under the mixed_bfloat16 policy (the official
+SavedModel is a float32 graph and has no bfloat16 variant). Each variant embeds --steps
+batches of --batch_size 224 px images per round; the first round warms up (tracing) and
+is not counted; medians of the rest.
 
     python bench/official.py --official=DIR/saved_model
 """
@@ -63,13 +64,16 @@ def variants(path):
 
 
 def time_rounds(functions, images, steps, rounds):
-    """{name: [(wall_s, cpu_s) per counted round]}, variants interleaved in each round."""
+    """{name: [(wall_s, cpu_s) per counted round]}: the variants interleaved, their order
+    rotated from round to round so that none always follows the same one."""
     times = {name: [] for name in functions}
+    names = list(functions)
     for round_index in range(rounds):
-        for name, function in functions.items():
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
             with common.Stopwatch() as watch:
                 for _ in range(steps):
-                    np.asarray(function(images))
+                    np.asarray(functions[name](images))
             if round_index:
                 times[name].append((watch.wall_s, watch.cpu_s))
     return times

@@ -128,6 +128,14 @@ def _first_line(error) -> str:
 
 def _variables_prefix(path: str) -> str:
     """`path/variables/variables` of a SavedModel (or of `path/saved_model`)."""
+    try:
+        return _find_variables(path)
+    except tf.errors.OpError as error:  # e.g. gs:// without network
+        raise OfficialModelError(f"cannot reach {path}: {_first_line(error)} (a gs:// path "
+                                 f"needs network; a downloaded copy works offline)") from None
+
+
+def _find_variables(path: str) -> str:
     for candidate in (path, os.path.join(path, "saved_model")):
         prefix = os.path.join(candidate, "variables", "variables")
         if tf.io.gfile.exists(prefix + ".index"):

@@ -242,3 +242,15 @@ def test_model_dir_may_be_an_existing_empty_directory(tmp_path):
     import_official._write_model_dir(model, {"image_size": 64}, str(model_dir))
     assert sorted(os.listdir(model_dir)) == ["config.json", "model.keras"]
     assert os.listdir(tmp_path) == ["empty"]  # no staging directory left
+
+
+def test_an_unreachable_source_is_one_line(monkeypatch):
+    """Offline, gs:// failed with TensorFlow's two-line message (the URL on a second line)."""
+    def unreachable(path):
+        raise tf.errors.UnavailableError(None, None, "Could not resolve host\n\t when reading "
+                                                     f"metadata of {path}")
+    monkeypatch.setattr(tf.io.gfile, "exists", unreachable)
+    with pytest.raises(official.OfficialModelError) as caught:
+        official.load("gs://bucket/simclrv2/pretrained/r50_1x_sk0/saved_model")
+    assert "\n" not in str(caught.value)
+    assert str(caught.value).startswith("cannot reach gs://bucket/")

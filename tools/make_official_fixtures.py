@@ -18,9 +18,10 @@ environment outside the repository:
 `--bench_dir=DIR` writes instead the released ResNet-50 1x's architecture at full size
 (random weights) as an official SavedModel, which bench/official.py times.
 
-Each fixture is a ResNet-50 at width 1/16 (h of 128 values) on 64 px images, small enough
-for a few hundred kB, built with the official `model.Model` and saved with the official
-`run.build_saved_model` as `tf2/run.py` saves (`SAVED/saved_model.pb`, `variables/`):
+Each fixture is a ResNet-50 at width 1/16 (h of 128 values) on 64 px images, 1.1-1.7 MB
+(3.9 MB for the three), built with the official `model.Model` and saved with the official
+`run.build_saved_model` as `tf2/run.py` saves (`saved_model/`: the graph, gzipped, and
+`variables/`):
 - `r50_sk0_v2`: SimCLRv2 layout, 3-layer projection head and a supervised head on h;
 - `r50_sk1_v2`: the same with selective kernels (`sk_ratio=0.0625`, ResNet-D stem);
 - `r50_v1`: a SimCLRv1 release, without projection head (`proj_head_mode=none`). The

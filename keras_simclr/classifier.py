@@ -5,7 +5,8 @@ Keras 3 also runs its BatchNormalization in inference mode, so neither weights n
 statistics change) and trains only the Dense layer on h: the paper's linear evaluation.
 With `fine_tune=True` the encoder is trainable and its BN layers train too. For SimCLRv2
 fine-tuning from the middle of the projection head, pass `head` and `head_layers`: the
-classifier then reads g_k(h), the output of the head's first `head_layers` layers.
+classifier then reads g_k(h), the output of the head's first `head_layers` layers, and
+the head's layers above those are frozen (they would get no gradient).
 """
 import keras
 
@@ -35,6 +36,10 @@ class LinearClassifier(DistributedFitMixin, keras.Model):
         self.encoder.trainable = self.fine_tune
         if self.head is not None:
             self.head.trainable = self.fine_tune
+            # the layers above head_layers take no part: no gradients for the optimizer
+            for index in range(self.head_layers, len(getattr(self.head, "dense_layers", []))):
+                self.head.dense_layers[index].trainable = False
+                self.head.bn_layers[index].trainable = False
         self.classifier = keras.layers.Dense(
             self.num_classes, kernel_initializer="zeros", name="classifier"
         )

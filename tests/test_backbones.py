@@ -106,3 +106,32 @@ def test_register_family_rejects_taken_names_and_unknown_arguments():
     assert "other" not in backbones.FAMILIES and "resnet_toy" not in backbones.names()
     with pytest.raises(TypeError, match=r"no backbone family takes the argument\(s\) \['stemm'\]"):
         backbones.build_backbone("resnet18", stemm="cifar")
+
+
+def test_official_options_are_checked():
+    with pytest.raises(ValueError, match="padding must be one of"):
+        backbones.resnet(50, padding="valid")
+    with pytest.raises(ValueError, match="bottleneck blocks"):
+        backbones.resnet(18, sk_ratio=0.0625)
+
+
+@pytest.mark.parametrize("depth,last_blocks", [(101, (3, 4, 23, 3)), (152, (3, 8, 36, 3))])
+def test_deep_resnets_have_the_official_block_counts(depth, last_blocks):
+    encoder = backbones.resnet(depth, width_multiplier=0.0625)
+    for stage, count in enumerate(last_blocks):
+        encoder.get_layer(f"stage{stage + 1}_block{count}_out")
+        with pytest.raises(ValueError):
+            encoder.get_layer(f"stage{stage + 1}_block{count + 1}_out")
+    assert backbones.output_width(encoder) == 128
+
+
+def test_selective_kernels_bring_the_resnet_d_stem_and_shortcuts():
+    encoder = backbones.resnet(50, width_multiplier=0.125, sk_ratio=0.0625, padding="fixed",
+                               input_shape=(64, 64, 3))
+    for name in ("stem_a_conv", "stem_b_conv", "stage1_block1_2_mix",
+                 "stage2_block1_proj_pool", "stage2_block1_proj_pad", "stage2_block1_2_conv_pad"):
+        encoder.get_layer(name)
+    # the squeeze has max(filters * sk_ratio, 32) channels; the streams twice the filters
+    assert encoder.get_layer("stage4_block1_2_squeeze_conv").output.shape[-1] == 32
+    assert encoder.get_layer("stage4_block1_2_conv").output.shape[-1] == 128
+    assert encoder(np.zeros((2, 64, 64, 3), np.float32)).shape == (2, 256)

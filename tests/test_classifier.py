@@ -1,4 +1,6 @@
 """LinearClassifier: frozen encoder stays exactly as it was; fine-tuning changes it."""
+import warnings
+
 import keras
 import numpy as np
 
@@ -51,3 +53,24 @@ def test_reads_the_head_prefix_and_round_trips(tmp_path):
     classifier.save(path)
     loaded = keras.saving.load_model(path)
     np.testing.assert_allclose(loaded(images[:4]).numpy(), logits.numpy(), atol=1e-6)
+
+
+def test_fine_tuning_from_the_head_trains_only_the_layers_it_reads():
+    """apps.finetune --finetune_from_head_layer=1 warned "Gradients do not exist" for the
+    head's upper layers, which the classifier never reads."""
+    images, labels = blob_images(16)
+    encoder = backbones.resnet(18, stem="cifar", width_multiplier=0.125)
+    head = ProjectionHead(3, output_dim=16)
+    head(encoder(images[:2].astype("float32") / 255))
+    classifier = LinearClassifier(encoder, num_classes=4, fine_tune=True, head=head,
+                                  head_layers=1)
+    trained = {id(v) for v in classifier.trainable_weights}
+    assert all(id(v) in trained for v in head.dense_layers[0].weights)
+    assert not any(id(v) in trained for layer in head.dense_layers[1:] + head.bn_layers[1:]
+                   for v in layer.trainable_weights + layer.non_trainable_weights)
+    classifier.compile(optimizer="sgd",
+                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        classifier.fit(images, labels, batch_size=8, epochs=1, verbose=0)
+    assert not [w for w in caught if "Gradients do not exist" in str(w.message)]

@@ -2,7 +2,10 @@
 
 Each app defines only the flag groups it uses. `run(main)` wraps an app's main so that a
 bad flag value, missing data or an unreadable checkpoint ends with one `error: ...` line on
-stderr and exit status 2 instead of a traceback.
+stderr and exit status 2 instead of a traceback; a NaN or infinite loss or model with one
+`error: ...` line and status 3; SIGTERM or SIGINT during training, after a checkpoint at the
+current step, with one line and status 75 (`keras_simclr.resilience`; `resilient` adds its
+callbacks to an app's `fit`).
 
 The console: apps print one plain line per stage to stdout (`say`); absl's and TensorFlow's
 Python INFO logs are off unless `-v 0` (`--verbosity=0`) or `KERAS_SIMCLR_DEBUG=1` is given
@@ -17,7 +20,7 @@ import warnings
 import keras_simclr  # noqa: F401  (runtime flags before TensorFlow is imported)
 from absl import app, flags, logging
 
-from keras_simclr import data, storage
+from keras_simclr import data, resilience, storage
 from keras_simclr.storage import write_json  # noqa: F401  (the apps' common.write_json)
 
 FLAGS = flags.FLAGS
@@ -71,6 +74,37 @@ def augment_flags() -> dict:
     return dict(crop_area=(FLAGS.min_crop_area, 1.0), jitter_strength=FLAGS.jitter_strength,
                 blur_prob=FLAGS.blur_prob, solarize_prob=FLAGS.solarize_prob,
                 resize_method=FLAGS.resize_method, brightness=FLAGS.brightness)
+
+
+def define_save_every_steps_flag() -> None:
+    """--save_every_steps: checkpoints inside epochs too, bounding what a kill -9 loses."""
+    flags.DEFINE_integer("save_every_steps", None, "Also save a checkpoint every N steps "
+                         "(a hard kill loses at most N steps; SIGTERM/SIGINT always save "
+                         "the current step).")
+    positive("save_every_steps")
+
+
+def resilient(callbacks: list, steps_per_epoch: int | None = None,
+              hint: str = "rerun with a lower --learning_rate") -> list:
+    """`callbacks` of a `fit` with a `NonFiniteGuard` first and, when they hold an
+    `EpochCheckpoint`, a `Preemption` saving at the current step on SIGTERM/SIGINT (and
+    every --save_every_steps steps, where the app defines it) last.
+
+    Args:
+        callbacks: the app's callbacks.
+        steps_per_epoch: steps of every epoch (needed with an `EpochCheckpoint`).
+        hint: what the non-finite error line suggests trying.
+    Returns:
+        A new list.
+    """
+    from keras_simclr.callbacks import EpochCheckpoint
+
+    guarded = [resilience.NonFiniteGuard(hint), *callbacks]
+    checkpoint = next((c for c in callbacks if isinstance(c, EpochCheckpoint)), None)
+    if checkpoint is not None:
+        every = FLAGS.save_every_steps if "save_every_steps" in FLAGS else None
+        guarded.append(resilience.Preemption(checkpoint, steps_per_epoch, every=every))
+    return guarded
 
 
 def positive(name):
@@ -136,6 +170,12 @@ def run(main):
         quiet_console()
         try:
             return main(argv)
+        except resilience.Preempted as stop:
+            print(f"stopped: {stop}", file=sys.stderr)
+            sys.exit(resilience.EXIT_PREEMPTED)
+        except resilience.NonFiniteError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(resilience.EXIT_NON_FINITE)
         except (AppError, ValueError, *storage.FILESYSTEM_ERRORS) as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)

@@ -6,7 +6,10 @@ TensorBoard logs in `logs/`, the final `model.keras`, `config.json` (the flags) 
 same --model_dir to resume from the last checkpoint (weights, optimizer state and step).
 The learning-rate schedule always follows the flags, so rerunning with a larger --epochs
 extends the warm-up + cosine decay to the new length instead of training on at rate 0.
-A resumed run reshuffles with a seed offset by the epochs done, not replaying epoch 1's order.
+SIGTERM or SIGINT saves a checkpoint at the current step (`ckpt-EPOCH-STEP.keras`) and exits
+with status 75; the rerun resumes at that step, on the batches an uninterrupted run would
+see (each pass over the data is shuffled by --seed and its index). A NaN or infinite loss
+stops the run with status 3 before anything of it is saved.
 Defaults are the quick-start preset (`apps/configs/quickstart.cfg`).
 """
 import os
@@ -16,7 +19,7 @@ import time
 from absl import flags
 
 from apps import common
-from keras_simclr import backbones, distribute, losses, optimizers, precision
+from keras_simclr import backbones, distribute, losses, optimizers, precision, resilience
 from keras_simclr.data import originals
 
 FLAGS = flags.FLAGS
@@ -67,6 +70,7 @@ flags.DEFINE_integer("cpu_replicas", 0, "Split the CPU into N logical devices (m
 flags.DEFINE_boolean("global_bn", None, "Synchronize BN across replicas (default: on with >1).")
 flags.DEFINE_string("cache", "auto", "Cache decoded images in memory: true, false or auto.")
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in model_dir/checkpoints.")
+common.define_save_every_steps_flag()
 flags.DEFINE_integer("steps_per_epoch", None, "Limit steps per epoch (default: one pass).")
 flags.DEFINE_integer("verbose", None, "Keras progress output: 0 silent, 1 bar, 2 one line per "
                      "epoch (default: 1 on a terminal, 2 when stdout is a file or pipe).")
@@ -142,7 +146,7 @@ def make_callbacks(model_dir: str, strategy) -> list:
     ]
 
 
-def train_dataset(dataset: str, seed: int, augment_in_model: bool):
+def train_dataset(dataset: str, seed: int, augment_in_model: bool, start_batch: int = 0):
     """The pretraining batches for the flags: views made here, or for the model's augmenter.
 
     With views made in the model, the pipeline still crops images larger than the views
@@ -150,11 +154,12 @@ def train_dataset(dataset: str, seed: int, augment_in_model: bool):
 
     Args:
         dataset: the --dataset value resolved (`common.dataset_name`).
-        seed: the data seed (offset by the epochs done on resume).
+        seed: the data seed.
         augment_in_model: whether the model's augmenter makes the views.
+        start_batch: the global step the batches start at (a resumed run's).
 
     Returns:
-        The `data.pretrain_dataset`, not repeated.
+        The endless `data.pretrain_dataset` from `start_batch` on.
     """
     from keras_simclr import data
 
@@ -162,7 +167,8 @@ def train_dataset(dataset: str, seed: int, augment_in_model: bool):
         dataset, FLAGS.train_split, image_size=FLAGS.image_size,
         global_batch_size=FLAGS.batch_size, data_dir=FLAGS.data_dir, cache=_cache_flag(),
         seed=seed, strict=FLAGS.strict, augmenter=make_augmenter(),
-        views_in_model=augment_in_model, original_cap=FLAGS.original_cap or None)
+        views_in_model=augment_in_model, original_cap=FLAGS.original_cap or None,
+        start_batch=start_batch)
 
 
 def _cache_flag():
@@ -178,7 +184,7 @@ def main(argv):
     import tensorflow as tf
 
     from keras_simclr import data, storage
-    from keras_simclr.callbacks import latest_checkpoint
+    from keras_simclr.callbacks import checkpoint_position, latest_checkpoint
 
     started = time.perf_counter()
     strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.cpu_replicas)
@@ -216,18 +222,19 @@ def main(argv):
 
     # the newest readable checkpoint, the same on every worker (or a clear error)
     checkpoint, done_epochs = latest_checkpoint(checkpoint_dir, strategy)
-    train_ds = train_dataset(dataset, FLAGS.seed + done_epochs, augment_in_model).repeat()
+    done_batches = checkpoint_position(checkpoint)[1]
 
+    keras.utils.set_random_seed(FLAGS.seed)  # the data order depends on it, resumed or not
     with strategy.scope():
         schedule = optimizers.warmup_cosine_for(
             FLAGS.learning_rate, FLAGS.batch_size, FLAGS.lr_scaling, FLAGS.epochs,
             steps_per_epoch, min(FLAGS.warmup_epochs, FLAGS.epochs), FLAGS.final_lr_fraction)
         if checkpoint:
-            common.say(f"resuming from {checkpoint} (epoch {done_epochs} done)")
+            common.say(f"resuming from {checkpoint} (epoch {done_epochs} done"
+                       + (f", {done_batches} steps into the next)" if done_batches else ")"))
             model = common.load_model_file(checkpoint)
             model.optimizer.learning_rate = schedule
         else:
-            keras.utils.set_random_seed(FLAGS.seed)
             model = build_model(info, global_bn, augment_in_model)
             model.compile(optimizer=optimizers.build_optimizer(
                 FLAGS.optimizer, learning_rate=schedule, weight_decay=FLAGS.weight_decay,
@@ -237,9 +244,11 @@ def main(argv):
     throughput = callbacks[0]
     history = {}
     if done_epochs < FLAGS.epochs:
-        history = model.fit(train_ds, epochs=FLAGS.epochs, initial_epoch=done_epochs,
-                            steps_per_epoch=steps_per_epoch, callbacks=callbacks,
-                            verbose=progress_verbosity(), shuffle=False).history
+        history = resilience.fit_from(
+            model, lambda start: train_dataset(dataset, FLAGS.seed, augment_in_model, start),
+            epoch=done_epochs, batch=done_batches, epochs=FLAGS.epochs,
+            steps_per_epoch=steps_per_epoch, verbose=progress_verbosity(), shuffle=False,
+            callbacks=common.resilient(callbacks, steps_per_epoch, resilience.PRETRAIN_HINT))
     else:
         common.say(f"all {FLAGS.epochs} epochs already done")
 

@@ -18,14 +18,17 @@
 Keras' `BackupAndRestore(save_freq=N)` is not used: on restore it reruns the interrupted
 epoch from its first step (its training metadata records the batch but `_load_model` sets
 only the epoch), it overwrites its one backup in place, and it has no save on a signal.
-TensorFlow's `PreemptionCheckpointHandler` drives a custom training loop over a
-`tf.train.Checkpoint`, not `fit` and `.keras` files.
+TensorFlow's `PreemptionCheckpointHandler` wraps every step of a custom training loop
+(`run(train_fn)`) and restores a `tf.train.Checkpoint` when created, where the apps run
+`fit` and resume from `.keras` files.
 """
 import math
 import signal
 
 import keras
 import numpy as np
+
+from keras_simclr import distribute
 
 EXIT_NON_FINITE = 3
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again (rerun the same command to resume)
@@ -52,7 +55,10 @@ def non_finite_variables(model: keras.Model) -> list[str]:
     variables = list(model.weights)
     if getattr(model, "optimizer", None) is not None:
         variables += list(model.optimizer.variables)
-    return [v.path for v in variables if not np.all(np.isfinite(keras.ops.convert_to_numpy(v)))]
+    finite = [keras.ops.all(keras.ops.isfinite(v)) for v in variables]  # no copy to NumPy
+    if bool(keras.ops.all(keras.ops.stack(finite))):
+        return []
+    return [v.path for v, ok in zip(variables, finite) if not bool(ok)]
 
 
 def check_finite(model: keras.Model, what: str = "the model") -> None:
@@ -106,6 +112,10 @@ class NonFiniteGuard(_StepCounter):
         if loss is not None and not math.isfinite(float(np.mean(loss))):
             self._stop(f"the loss became {float(np.mean(loss))}")
 
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._checked = None
+
     def on_epoch_end(self, epoch, logs=None):
         self._check_weights()
 
@@ -113,6 +123,9 @@ class NonFiniteGuard(_StepCounter):
         self._check_weights()
 
     def _check_weights(self):
+        if self._checked == self.step:  # the end of training right after an epoch's end
+            return
+        self._checked = self.step
         bad = non_finite_variables(self.model)
         if bad:
             self._stop(f"the weights became non-finite ({len(bad)} variables, the first "
@@ -131,6 +144,9 @@ class Preemption(_StepCounter):
     The signal handlers are installed for the duration of `fit` (main thread only); a
     second signal while the first is being handled gets the previous handler, so a
     second Ctrl-C still interrupts at once. The checkpoint is checked finite first.
+    Multi-worker runs keep the default handlers: every worker must save at the same
+    step and a signal reaches one worker, so a signalled worker ends as before (the
+    others then fail, and all resume from the last checkpoint); `every` works there.
 
     Args:
         checkpoint: the run's `callbacks.EpochCheckpoint` (directory and rotation).
@@ -161,6 +177,8 @@ class Preemption(_StepCounter):
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         self.received = None
+        if distribute.is_multi_worker(self.model.distribute_strategy):
+            return
         try:
             self._previous = {s: signal.signal(s, self._handle) for s in self.signals}
         except ValueError:  # not the main thread: signals cannot be caught here

@@ -210,13 +210,16 @@ def fit_from(model: keras.Model, dataset_from, *, epoch: int, batch: int, epochs
     Args:
         model: the compiled model, at global step `epoch * steps_per_epoch + batch`.
         dataset_from: global batch index -> an endless dataset starting at that batch.
-        epoch, batch: where training resumes (`callbacks.checkpoint_position`).
+        epoch, batch: where training resumes (`callbacks.checkpoint_position`); a batch
+            past the end of the epoch (a smaller --steps_per_epoch on resume) counts on
+            into the next epochs.
         epochs: the total epochs.
         steps_per_epoch: steps of every epoch.
         **fit_kwargs: the other `fit` arguments (callbacks, verbose, ...).
     Returns:
         {metric: [one value per epoch trained]} as `History.history`.
     """
+    epoch, batch = epoch + batch // steps_per_epoch, batch % steps_per_epoch
     parts = []
     if batch and epoch < epochs:
         parts.append(model.fit(dataset_from(epoch * steps_per_epoch + batch),

@@ -220,3 +220,18 @@ def test_a_non_finite_model_is_not_saved_on_a_signal(folder, tmp_path):
     with pytest.raises(resilience.NonFiniteError, match="model at step 2 has non-finite"):
         train(tiny_simclr(), folder, directory, extra=[Poison(2)])
     assert not os.path.exists(directory)
+
+
+def test_a_resume_step_past_a_shorter_epoch_counts_on_into_the_next():
+    # ckpt-1-6.keras read with --steps_per_epoch=4 asked fit for -2 steps.
+    starts = []
+
+    def dataset_from(start):
+        starts.append(start)
+        return tf.data.Dataset.from_tensors((np.ones((2, 4)), np.zeros((2, 2)))).repeat()
+
+    model = dense_model()
+    history = resilience.fit_from(model, dataset_from, epoch=1, batch=6, epochs=4,
+                                  steps_per_epoch=STEPS, verbose=0, shuffle=False)
+    assert starts == [10, 12]  # the rest of epoch 3 from its step 3, then epoch 4
+    assert int(model.optimizer.iterations) == 2 + STEPS and len(history["loss"]) == 2

@@ -144,10 +144,8 @@ def pretrain_dataset(dataset: str = DEFAULT_DATASET, split: str = "train", *,
             its train step: the pipeline only crops from the originals when it would
             (uint8 `{"crop_1": ..., ...}` batches for the model's `views_of_crops`), and
             otherwise gives the images, as without an augmenter.
-        start_batch: None: one pass over the images (reshuffled when repeated). An
-            integer: endless passes, pass p shuffled by a seed made of `seed` and p, from
-            this batch index on (counted from the first batch of pass 0): a run resumed
-            at any step sees the batches an uninterrupted run would (`_seeded_passes`).
+        start_batch: None: one pass. N: endless passes, each shuffled by `seed` and its
+            index, from global batch N on: the batches a run from batch 0 sees there.
 
     Returns:
         Batches `(uint8 images [B, S, S, 3], int64 labels [B])`, or with an augmenter
@@ -160,31 +158,26 @@ def pretrain_dataset(dataset: str = DEFAULT_DATASET, split: str = "train", *,
                           original_cap)
     stored = (dict(image_size=None, cap=plan.cap, image_bytes=plan.image_bytes) if plan
               else dict(image_size=image_size))
-
-    def batches(images):
-        if plan is None:
-            return images.batch(batch_size, drop_remainder=True)
-        return originals.crop_views(
-            images, augmenter, batch_size, _augment_parallelism(augmenter),
-            input_context.input_pipeline_id if input_context is not None else 0,
-            views=not views_in_model)
-
+    batches = _batcher(plan, augmenter, batch_size, input_context, views_in_model)
     if start_batch is None:
         ds = batches(_training_images(source, split, shuffle=shuffle, cache=cache, seed=seed,
                                       input_context=input_context, **stored))
     else:
         ds = _seeded_passes(source, split, batches, batch_size, start_batch, cache=cache,
                             seed=seed, input_context=input_context, **stored)
-    if plan is not None:
-        return ds.prefetch(_AUTOTUNE)
-    if augmenter is not None and not views_in_model:
-        from keras_simclr.augment import make_views, view_keys
-
-        def views(images, labels):
-            made = make_views(augmenter, images)
-            return dict(zip(view_keys(len(made)), made)), labels
-        ds = ds.map(views, num_parallel_calls=_augment_parallelism(augmenter))
+    if plan is None and augmenter is not None and not views_in_model:
+        ds = _with_views(ds, augmenter)
     return ds.prefetch(_AUTOTUNE)
+
+
+def _with_views(ds, augmenter):
+    """Batches `({"view_1": ..., ...}, labels)` of the augmenter's views of image batches."""
+    from keras_simclr.augment import make_views, view_keys
+
+    def views(images, labels):
+        made = make_views(augmenter, images)
+        return dict(zip(view_keys(len(made)), made)), labels
+    return ds.map(views, num_parallel_calls=_augment_parallelism(augmenter))
 
 
 def classifier_dataset(dataset: str = DEFAULT_DATASET, split: str = "train", *,
@@ -329,6 +322,17 @@ def _decoded(source, split, image_size, input_context, *, shuffle=None, seed=Non
         # training hours in.
         ds = ds.ignore_errors(log_warning=True)
     return ds
+
+
+def _batcher(plan, augmenter, batch_size, input_context, views_in_model):
+    """images -> their batches: of whole images, or with an `originals.plan` of the
+    views (or crops) cropped from them (`originals.crop_views`)."""
+    if plan is None:
+        return lambda images: images.batch(batch_size, drop_remainder=True)
+    return lambda images: originals.crop_views(
+        images, augmenter, batch_size, _augment_parallelism(augmenter),
+        input_context.input_pipeline_id if input_context is not None else 0,
+        views=not views_in_model)
 
 
 def _seeded_passes(source, split, batches, batch_size, start_batch, *, image_size, cache,

@@ -103,7 +103,7 @@ def train_and_evaluate(classifier, train_ds, eval_ds, *, epochs: int, steps_per_
         {"top1", "top5"} on `eval_ds`.
     """
     classifier.fit(train_ds.repeat(), epochs=epochs, steps_per_epoch=steps_per_epoch,
-                   shuffle=False, verbose=2)
+                   shuffle=False, verbose=2, callbacks=common.resilient([]))
     result = classifier.evaluate(eval_ds, steps=math.ceil(eval_examples / eval_batch_size),
                                  return_dict=True, verbose=0)
     return {"top1": float(result["top1"]), "top5": float(result["top5"])}

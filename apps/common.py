@@ -2,7 +2,10 @@
 
 Each app defines only the flag groups it uses. `run(main)` wraps an app's main so that a
 bad flag value, missing data or an unreadable checkpoint ends with one `error: ...` line on
-stderr and exit status 2 instead of a traceback.
+stderr and exit status 2 instead of a traceback; a NaN or infinite loss or model with one
+`error: ...` line and status 3; SIGTERM or SIGINT during training, after a checkpoint at the
+current step, with one line and status 75 (`keras_simclr.resilience`; `resilient` adds its
+callbacks to an app's `fit`).
 
 The console: apps print one plain line per stage to stdout (`say`); absl's and TensorFlow's
 Python INFO logs are off unless `-v 0` (`--verbosity=0`) or `KERAS_SIMCLR_DEBUG=1` is given
@@ -19,9 +22,9 @@ import keras
 import tensorflow as tf
 from absl import app, flags, logging
 
-from keras_simclr import _runtime, data, evaluation, storage
+from keras_simclr import _runtime, data, evaluation, resilience, storage
 from keras_simclr.augment import LEGACY_RESIZE_METHOD
-from keras_simclr.callbacks import latest_checkpoint
+from keras_simclr.callbacks import EpochCheckpoint, latest_checkpoint
 from keras_simclr.storage import write_json  # noqa: F401  (the apps' common.write_json)
 
 FLAGS = flags.FLAGS
@@ -52,6 +55,35 @@ def define_model_dir_flag(required=True):
     if required:
         flags.register_validator("model_dir", lambda v: bool(v),
                                  message="--model_dir is required")
+
+
+def define_save_every_steps_flag() -> None:
+    """--save_every_steps: checkpoints inside epochs too, bounding what a kill -9 loses."""
+    flags.DEFINE_integer("save_every_steps", None, "Also save a checkpoint every N steps "
+                         "(a hard kill loses at most N steps; SIGTERM/SIGINT always save "
+                         "the current step).")
+    positive("save_every_steps")
+
+
+def resilient(callbacks: list, steps_per_epoch: int | None = None,
+              hint: str = "rerun with a lower --learning_rate") -> list:
+    """`callbacks` of a `fit` with a `NonFiniteGuard` first and, when they hold an
+    `EpochCheckpoint`, a `Preemption` saving at the current step on SIGTERM/SIGINT (and
+    every --save_every_steps steps, where the app defines it) last.
+
+    Args:
+        callbacks: the app's callbacks.
+        steps_per_epoch: steps of every epoch (needed with an `EpochCheckpoint`).
+        hint: what the non-finite error line suggests trying.
+    Returns:
+        A new list.
+    """
+    guarded = [resilience.NonFiniteGuard(hint), *callbacks]
+    checkpoint = next((c for c in callbacks if isinstance(c, EpochCheckpoint)), None)
+    if checkpoint is not None:
+        every = FLAGS.save_every_steps if "save_every_steps" in FLAGS else None
+        guarded.append(resilience.Preemption(checkpoint, steps_per_epoch, every=every))
+    return guarded
 
 
 def positive(name, flag_values=FLAGS):
@@ -113,6 +145,12 @@ def run(main):
         quiet_console()
         try:
             return main(argv)
+        except resilience.Preempted as stop:
+            print(f"stopped: {stop}", file=sys.stderr)
+            sys.exit(resilience.EXIT_PREEMPTED)
+        except resilience.NonFiniteError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(resilience.EXIT_NON_FINITE)
         except (AppError, ValueError, *storage.FILESYSTEM_ERRORS) as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)

@@ -6,7 +6,10 @@ TensorBoard logs in `logs/`, the final `model.keras`, `config.json` (the flags) 
 same --model_dir to resume from the last checkpoint (weights, optimizer state and step).
 The learning-rate schedule always follows the flags, so rerunning with a larger --epochs
 extends the warm-up + cosine decay to the new length instead of training on at rate 0.
-A resumed run reshuffles with a seed offset by the epochs done, not replaying epoch 1's order.
+SIGTERM or SIGINT saves a checkpoint at the current step (`ckpt-EPOCH-STEP.keras`) and exits
+with status 75; the rerun resumes at that step, on the batches an uninterrupted run would
+see (each pass over the data is shuffled by --seed and its index). A NaN or infinite loss
+stops the run with status 3 before anything of it is saved.
 Defaults are the quick-start preset (`apps/configs/quickstart.cfg`).
 """
 import dataclasses
@@ -20,8 +23,10 @@ from apps import common, recipe_flags
 import keras  # noqa: E402  (after apps.common, which sets the runtime flags first)
 import tensorflow as tf  # noqa: E402
 
-from keras_simclr import build_simclr, data, distribute, optimizers, precision, storage
-from keras_simclr.callbacks import EpochCheckpoint, Throughput, latest_checkpoint
+from keras_simclr import (build_simclr, data, distribute, optimizers, precision, resilience,
+                          storage)
+from keras_simclr.callbacks import (EpochCheckpoint, Throughput, checkpoint_position,
+                                    latest_checkpoint)
 
 FLAGS = flags.FLAGS
 _PREDEFINED = set(FLAGS)  # absl's own flags, not recorded in config.json
@@ -34,6 +39,7 @@ flags.DEFINE_integer("cpu_replicas", 0, "Split the CPU into N logical devices (m
 flags.DEFINE_boolean("global_bn", None, "Synchronize BN across replicas (default: on with >1).")
 flags.DEFINE_string("cache", "auto", "Cache decoded images in memory: true, false or auto.")
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in model_dir/checkpoints.")
+common.define_save_every_steps_flag()
 flags.DEFINE_integer("steps_per_epoch", None, "Limit steps per epoch (default: one pass).")
 flags.DEFINE_integer("verbose", None, "Keras progress output: 0 silent, 1 bar, 2 one line per "
                      "epoch (default: 1 on a terminal, 2 when stdout is a file or pipe).")
@@ -80,7 +86,7 @@ def make_callbacks(model_dir: str, strategy, views_per_image: int) -> list:
 
 
 def train_dataset(dataset: str, seed: int, augment_in_model: bool, augmenter,
-                  input_context=None):
+                  input_context=None, start_batch: int = 0):
     """The pretraining batches for the flags: views made here, or for the model's augmenter.
 
     With views made in the model, the pipeline still crops images larger than the views
@@ -88,21 +94,22 @@ def train_dataset(dataset: str, seed: int, augment_in_model: bool, augmenter,
 
     Args:
         dataset: the --dataset value resolved (`common.dataset_name`).
-        seed: the data seed (offset by the epochs done on resume).
+        seed: the data seed.
         augment_in_model: whether the model's augmenter makes the views.
         augmenter: the pipeline's view maker (`make_augmenter`; with views made in the
             model, a copy of the model's that only crops).
         input_context: this worker's `tf.distribute.InputContext` (None on one machine).
+        start_batch: the global step the batches start at (a resumed run's).
 
     Returns:
-        The `data.pretrain_dataset`, not repeated.
+        The endless `data.pretrain_dataset` from `start_batch` on.
     """
     return data.pretrain_dataset(
         dataset, FLAGS.train_split, image_size=FLAGS.image_size,
         global_batch_size=FLAGS.batch_size, data_dir=FLAGS.data_dir, cache=_cache_flag(),
         seed=seed, strict=FLAGS.strict, augmenter=augmenter,
         views_in_model=augment_in_model, original_cap=FLAGS.original_cap or None,
-        input_context=input_context)
+        input_context=input_context, start_batch=start_batch)
 
 
 def _cache_flag():
@@ -168,7 +175,7 @@ def run_config(plan: Plan) -> dict:
     return config
 
 
-def load_or_build(plan: Plan, checkpoint: str | None, done_epochs: int):
+def load_or_build(plan: Plan, checkpoint: str | None, done_epochs: int, done_batches: int):
     """The checkpoint's model with the flags' schedule, or a new compiled one (in scope)."""
     with plan.strategy.scope():
         schedule = optimizers.warmup_cosine_for(
@@ -176,11 +183,11 @@ def load_or_build(plan: Plan, checkpoint: str | None, done_epochs: int):
             plan.steps_per_epoch, min(FLAGS.warmup_epochs, FLAGS.epochs),
             FLAGS.final_lr_fraction)
         if checkpoint:
-            common.say(f"resuming from {checkpoint} (epoch {done_epochs} done)")
+            common.say(f"resuming from {checkpoint} (epoch {done_epochs} done"
+                       + (f", {done_batches} steps into the next)" if done_batches else ")"))
             model = common.load_model_file(checkpoint)
             model.optimizer.learning_rate = schedule
             return model
-        keras.utils.set_random_seed(FLAGS.seed)
         model = build_model(plan.info, plan.global_bn, plan.augment_in_model)
         model.compile(optimizer=optimizers.build_optimizer(
             FLAGS.optimizer, learning_rate=schedule, weight_decay=FLAGS.weight_decay,
@@ -199,17 +206,21 @@ def main(argv):
     # the newest readable checkpoint, the same on every worker (or a clear error)
     checkpoint, done_epochs = latest_checkpoint(
         os.path.join(model_dir, common.CHECKPOINT_DIR), plan.strategy)
+    done_batches = checkpoint_position(checkpoint)[1]
+    keras.utils.set_random_seed(FLAGS.seed)  # the data order depends on it, resumed or not
     augmenter = make_augmenter()
-    train_input = distribute.training_input(plan.strategy, lambda context: train_dataset(
-        plan.dataset, FLAGS.seed + done_epochs, plan.augment_in_model, augmenter,
-        context).repeat())
-    model = load_or_build(plan, checkpoint, done_epochs)
+    model = load_or_build(plan, checkpoint, done_epochs, done_batches)
     callbacks = make_callbacks(model_dir, plan.strategy, augmenter.num_views)
     history = {}
     if done_epochs < FLAGS.epochs:
-        history = model.fit(train_input, epochs=FLAGS.epochs, initial_epoch=done_epochs,
-                            steps_per_epoch=plan.steps_per_epoch, callbacks=callbacks,
-                            verbose=progress_verbosity(), shuffle=False).history
+        history = resilience.fit_from(
+            model, lambda start: distribute.training_input(
+                plan.strategy, lambda context: train_dataset(
+                    plan.dataset, FLAGS.seed, plan.augment_in_model, augmenter, context, start)),
+            epoch=done_epochs, batch=done_batches, epochs=FLAGS.epochs,
+            steps_per_epoch=plan.steps_per_epoch, verbose=progress_verbosity(), shuffle=False,
+            callbacks=common.resilient(callbacks, plan.steps_per_epoch,
+                                       resilience.PRETRAIN_HINT))
     else:
         common.say(f"all {FLAGS.epochs} epochs already done")
     summary = {key: float(values[-1]) for key, values in history.items()}

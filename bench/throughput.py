@@ -35,6 +35,15 @@ mixed_bfloat16 is slower than float32, so measure it with few steps at a small b
     python bench/throughput.py --dataset=folder:../shared/data/cifar10 --backbone=resnet18 \\
         --stem=imagenet --image_size=32 --batch_size=256 --steps=20 --json
     python bench/throughput.py --batch_size=64 --steps=3 --rounds=3 --skip_end_to_end
+
+`--guard_overhead` measures instead what apps.pretrain's non-finite guard and preemption
+callbacks (`keras_simclr.resilience`) add to a step: whole `fit` calls of --steps steps on
+views in memory, with the callbacks the app had before them (`Throughput`) and with them
+added, alternating in --rounds rounds; the ratio of the median CPU seconds per step. Each
+`fit` is one epoch, so the guard's weight check at the end of an epoch is counted against
+--steps steps (a real epoch has more). On a shared machine the paired ratio moves by more
+than the callbacks cost, so the CPU seconds spent inside their hooks are also added up
+(`HookTimer`): those of the per-step hooks per step and as a fraction of the step.
 """
 import argparse
 import contextlib
@@ -80,6 +89,8 @@ def parse_args(argv):
     parser.add_argument("--intra_op_threads", type=int, default=0, help="0: TensorFlow's choice")
     parser.add_argument("--inter_op_threads", type=int, default=0, help="0: TensorFlow's choice")
     parser.add_argument("--skip_end_to_end", action="store_true")
+    parser.add_argument("--guard_overhead", action="store_true",
+                        help="time fit with and without the resilience callbacks instead")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.add_argument("--results", default=common.RESULTS,
                         help="Markdown file to append the rows to ('' to skip)")
@@ -144,7 +155,7 @@ def step_figures(args, wall: list, cpu: list, prefix: str) -> dict:
 
 
 def in_memory_views(args) -> tf.data.Dataset:
-    """One batch of random views and labels, held in memory and repeated."""
+    """Endless batches of two random views and zero labels, already in memory."""
     shape = (args.batch_size, args.image_size, args.image_size, 3)
     views = {key: tf.random.uniform(shape, seed=i) for i, key in enumerate(("view_1", "view_2"))}
     return tf.data.Dataset.from_tensors((views, tf.zeros([args.batch_size], tf.int64))).repeat()
@@ -262,6 +273,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.inter_op_threads:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
     keras.utils.set_random_seed(0)
+    if args.guard_overhead:
+        return guard_overhead_main(args)
     result = common.run_info("bench/throughput.py")
     result.update(vars(args))
     result.pop("results")
@@ -303,6 +316,115 @@ def main(argv: list[str] | None = None) -> dict:
     if args.results:
         for name in args.precisions:
             common.append_row(args.results, SECTION, HEADER, row(result, name))
+    return result
+
+
+GUARD_SECTION = ("## Non-finite guard and preemption callbacks, cost per step "
+                 "(bench/throughput.py --guard_overhead)")
+GUARD_HEADER = ("| date | CPU | cores | command | model | steps x rounds | without: CPU s/step "
+                "(CPU/wall) | with: CPU s/step (CPU/wall) | CPU time with / without "
+                "| in their per-step hooks: CPU ms/step (of the step) "
+                "| weight check CPU ms (per epoch) |\n"
+                "|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+class HookTimer(keras.callbacks.Callback):
+    """Runs `callbacks`' hooks, adding up the process CPU seconds spent in them: in
+    `cpu_s["step"]` those run at every step, in `cpu_s["other"]` the rest."""
+
+    HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
+             "on_train_batch_begin", "on_train_batch_end")
+
+    def __init__(self, callbacks):
+        super().__init__()
+        self.callbacks, self.cpu_s = callbacks, {"step": 0.0, "other": 0.0}
+        for hook in self.HOOKS:
+            setattr(self, hook, self._timed(hook))
+
+    def _timed(self, hook):
+        def run(*args, **kwargs):
+            start = common.cpu_seconds()
+            for callback in self.callbacks:
+                getattr(callback, hook)(*args, **kwargs)
+            kind = "step" if "batch" in hook else "other"
+            self.cpu_s[kind] += common.cpu_seconds() - start
+        return run
+
+    def set_model(self, model):
+        super().set_model(model)
+        for callback in self.callbacks:
+            callback.set_model(model)
+
+    def set_params(self, params):
+        super().set_params(params)
+        for callback in self.callbacks:
+            callback.set_params(params)
+
+
+def fit_seconds(model, dataset, steps: int, callbacks: list) -> tuple[float, float]:
+    """(wall, CPU) seconds per step of one whole `fit` of `steps` steps with `callbacks`."""
+    with common.Stopwatch() as watch:
+        model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False,
+                  callbacks=callbacks)
+    return watch.wall_s / steps, watch.cpu_s / steps
+
+
+def guard_overhead_main(args) -> dict:
+    """Time `fit` without and with `NonFiniteGuard` + `Preemption`, alternating; record."""
+    import tempfile
+
+    from keras_simclr import resilience
+    from keras_simclr.callbacks import EpochCheckpoint, Throughput
+
+    in_memory = in_memory_views(args)
+    model = build_model(args, augment_in_model=False)
+    checkpoint = EpochCheckpoint(tempfile.mkdtemp())  # saves only on a signal here
+
+    timers = []
+
+    def variant(name):
+        if name == "without":
+            return [Throughput(args.batch_size)]
+        timers.append(HookTimer([resilience.NonFiniteGuard(),
+                                 resilience.Preemption(checkpoint, steps_per_epoch=10**9)]))
+        return [timers[-1], Throughput(args.batch_size)]
+
+    fit_seconds(model, in_memory, args.warmup_steps, variant("with"))  # trace, warm up
+    timers.clear()
+    times = {"without": [], "with": []}
+    for round_index in range(args.rounds):
+        for name in times:
+            times[name].append(fit_seconds(model, in_memory, args.steps, variant(name)))
+            print(f"round {round_index + 1}, {name}: {times[name][-1][1]:.3f} CPU s/step",
+                  file=sys.stderr, flush=True)
+    hook_s = statistics.median(timer.cpu_s["step"] / args.steps for timer in timers)
+    checks = []
+    for _ in range(5):
+        with common.Stopwatch() as watch:
+            resilience.non_finite_variables(model)
+        checks.append(watch.cpu_s * 1000)
+    result = common.run_info("bench/throughput.py")
+    medians = {name: [statistics.median(t[i] for t in runs) for i in (0, 1)]
+               for name, runs in times.items()}
+    ratio = medians["with"][1] / medians["without"][1]
+    result.update(medians=medians, cpu_ratio=ratio, rounds=times, hook_cpu_s_per_step=hook_s,
+                  hook_fraction=hook_s / medians["with"][1],
+                  weight_check_cpu_ms=statistics.median(checks))
+    print(f"CPU s/step without {medians['without'][1]:.4f}, with {medians['with'][1]:.4f}: "
+          f"{ratio:.4f}x ({100 * (ratio - 1):+.2f}%); in the hooks {1000 * hook_s:.3f} CPU "
+          f"ms/step ({100 * result['hook_fraction']:.2f}% of the step) per step; weight check "
+          f"{result['weight_check_cpu_ms']:.1f} CPU ms")
+    if args.json:
+        print(json.dumps(result))
+    if args.results:
+        common.append_row(args.results, GUARD_SECTION, GUARD_HEADER, [
+            result["date"], result["cpu"], str(result["cores"]), f"`{result['command']}`",
+            f"{common.encoder_cell(args)}, batch {args.batch_size}",
+            f"{args.steps} x {args.rounds}",
+            *(common.time_cell(medians[n][0], medians[n][1], digits=3)
+              for n in ("without", "with")), f"{ratio:.3f}x",
+            f"{1000 * hook_s:.3f} ({100 * result['hook_fraction']:.3f}%)",
+            f"{result['weight_check_cpu_ms']:.0f}"])
     return result
 
 

@@ -2,7 +2,9 @@
 
 `EpochCheckpoint` saves the whole model (weights, optimizer state and iteration count, hence
 the learning-rate schedule position) as `ckpt-EPOCH.keras` after every epoch and keeps the
-last `keep`. Each file is written under a temporary name and renamed into place
+last `keep`. A checkpoint inside an epoch (`save(epoch, batch)`, on a signal or every N
+steps: `keras_simclr.resilience`) is `ckpt-EPOCH-BATCH.keras`: EPOCH epochs done and BATCH
+steps of the next; it sorts after `ckpt-EPOCH.keras` and before `ckpt-EPOCH+1.keras`. Each file is written under a temporary name and renamed into place
 (`storage.save_model`): on local disks and HDFS a `kill -9` at any moment leaves only
 complete checkpoints; on object stores (`gs://`) the rename is a copy then a delete, not
 atomic, but temporary names are never taken for checkpoints (the next save deletes them)
@@ -25,16 +27,36 @@ from absl import logging
 
 from keras_simclr import distribute, storage
 
-_CHECKPOINT = re.compile(r"ckpt-(\d+)\.keras")
+_CHECKPOINT = re.compile(r"ckpt-(\d+)(?:-(\d+))?\.keras")
+
+
+def checkpoint_name(epoch: int, batch: int = 0) -> str:
+    """`ckpt-EPOCH.keras` after `epoch` epochs, `ckpt-EPOCH-BATCH.keras` `batch` steps further."""
+    return f"ckpt-{epoch}-{batch}.keras" if batch else f"ckpt-{epoch}.keras"
+
+
+def checkpoint_position(path: str | None) -> tuple[int, int]:
+    """(epochs done, steps done of the next epoch) that a checkpoint's name records.
+
+    Args:
+        path: a checkpoint path as `latest_checkpoint` returns it, or None (no checkpoint).
+    Returns:
+        (0, 0) for None.
+    """
+    if path is None:
+        return 0, 0
+    match = _CHECKPOINT.fullmatch(os.path.basename(path))
+    if match is None:
+        raise ValueError(f"{path} is not named like a checkpoint (ckpt-EPOCH[-BATCH].keras)")
+    return int(match.group(1)), int(match.group(2) or 0)
 
 
 def _checkpoints(directory):
-    """[(epoch, path)] of the checkpoints in `directory` by name, oldest first."""
+    """[((epoch, batch), path)] of the checkpoints in `directory` by name, oldest first."""
     found = []
     for path in tf.io.gfile.glob(os.path.join(directory, "ckpt-*.keras")):
-        match = _CHECKPOINT.fullmatch(os.path.basename(path))
-        if match:
-            found.append((int(match.group(1)), path))
+        if _CHECKPOINT.fullmatch(os.path.basename(path)):
+            found.append((checkpoint_position(path), path))
     return sorted(found)
 
 
@@ -51,24 +73,26 @@ def latest_checkpoint(directory: str,
         directory: the checkpoint directory, on any TensorFlow filesystem.
         strategy: the distribution strategy (default: the current one).
     Returns:
-        (path, epoch) of the newest complete checkpoint, or (None, 0) when there is none.
-        Raises ValueError when there are checkpoints but none is readable.
+        (path, epoch) of the newest complete checkpoint, or (None, 0) when there is none;
+        a checkpoint inside an epoch gives the epochs done (`checkpoint_position` gives
+        the steps of the next). Raises ValueError when there are checkpoints but none is
+        readable.
     """
     found = _checkpoints(directory)
-    path, epoch = None, 0
-    for candidate_epoch, candidate in reversed(found):
+    path, position = None, (0, 0)
+    for candidate_position, candidate in reversed(found):
         problem = storage.keras_archive_problem(candidate)
         if problem is None:
-            path, epoch = candidate, candidate_epoch
+            path, position = candidate, candidate_position
             break
         logging.warning("skipping checkpoint %s: %s", candidate, problem)
     if found and path is None:
         raise ValueError(f"none of the {len(found)} checkpoints in {directory} is readable; "
                          "move them away to start over")
-    distribute.check_same_on_all_workers(
-        epoch, strategy, "the resumed epoch",
-        hint=f"every worker must read the same {directory} (a shared filesystem)")
-    return path, epoch
+    hint = f"every worker must read the same {directory} (a shared filesystem)"
+    for value, what in zip(position, ("the resumed epoch", "the resumed step")):
+        distribute.check_same_on_all_workers(value, strategy, what, hint=hint)
+    return path, position[0]
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -90,13 +114,21 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.strategy = strategy
 
     def on_epoch_end(self, epoch, logs=None):
+        self.save(epoch + 1)
+
+    def save(self, epoch: int, batch: int = 0) -> str:
+        """Save the model as `checkpoint_name(epoch, batch)` and rotate; returns its path.
+
+        Every worker of a multi-worker run must call it at the same step.
+        """
         strategy = self.strategy or self.model.distribute_strategy
         target_dir = distribute.write_path(self.directory, strategy)
-        storage.save_model(self.model, os.path.join(target_dir, f"ckpt-{epoch + 1}.keras"))
+        storage.save_model(self.model, os.path.join(target_dir, checkpoint_name(epoch, batch)))
         stale = [path for _, path in _checkpoints(target_dir)[:-self.keep]]
         stale += tf.io.gfile.glob(os.path.join(target_dir, ".ckpt-*.partial-*.keras"))
         for path in stale:
             tf.io.gfile.remove(path)
+        return os.path.join(self.directory, checkpoint_name(epoch, batch))
 
 
 class Throughput(keras.callbacks.Callback):

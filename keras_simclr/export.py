@@ -33,7 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_simclr import storage
+from keras_simclr import resilience, storage
 from keras_simclr.augment import to_float_images
 
 METADATA_FILE = "keras_simclr.json"  # image size and outputs, beside saved_model.pb
@@ -83,8 +83,12 @@ def export_encoder(encoder: keras.Model, export_dir: str, image_size: int,
             with the values: embeddings in the hundreds differ by 2e-4 after reload).
     Returns:
         The export directory (absolute for a local path). Raises ExportError, leaving any
-        previous export in place, when the reloaded model differs by more than `atol`.
+        previous export in place, when the reloaded model differs by more than `atol`;
+        `resilience.NonFiniteError`, writing nothing, when a weight is NaN or infinite.
     """
+    resilience.check_finite(encoder, "the encoder")
+    if classifier is not None:
+        resilience.check_finite(classifier, "the classifier")
     if not storage.scheme(export_dir):
         export_dir = os.path.abspath(export_dir)
     export_dir = export_dir.rstrip("/")

@@ -70,9 +70,16 @@ def main(dataset, out_path):
     with tf.io.gfile.GFile(newest, "wb") as f:
         f.write(data[: len(data) // 2])
     printed = run_app("pretrain", f"--dataset={dataset}", f"--model_dir={RUN}", "--epochs=3",
-                      "--json", *TINY)
+                      "--save_every_steps=3", "--json", *TINY)
     report["resumed"] = json.loads(printed.strip().splitlines()[-1])
     report["checkpoints_after_resume"] = sorted(tf.io.gfile.listdir(f"{RUN}/checkpoints"))
+    # a checkpoint inside an epoch resumes there (the run's end removed to get back to it)
+    for name in ("checkpoints/ckpt-3.keras", "model.keras"):
+        tf.io.gfile.remove(f"{RUN}/{name}")
+    printed = run_app("pretrain", f"--dataset={dataset}", f"--model_dir={RUN}", "--epochs=3",
+                      *TINY)
+    report["resumed_inside"] = [line for line in printed.splitlines()
+                                if line.startswith("resuming")]
     run_app("finetune", f"--model_dir={RUN}", "--label_fraction=0.5", "--epochs=1",
             "--batch_size=16")
     report["finetune_files"] = tree(f"{RUN}/finetune_0.5")

@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 from keras_simclr import distribute
-from keras_simclr.callbacks import EpochCheckpoint, Throughput, latest_checkpoint
+from keras_simclr.callbacks import (EpochCheckpoint, Throughput, checkpoint_position,
+                                    latest_checkpoint)
 
 
 def tiny_model():
@@ -34,6 +35,25 @@ def test_keeps_the_last_checkpoints_and_finds_the_newest(tmp_path):
     assert epoch == 5 and path.endswith("ckpt-5.keras")
     assert int(keras.saving.load_model(path).optimizer.iterations) == 5
     assert latest_checkpoint(str(tmp_path / "empty")) == (None, 0)
+
+
+def test_checkpoints_inside_epochs_sort_between_the_epochs_and_rotate_with_them(tmp_path):
+    directory = str(tmp_path / "ckpt")
+    checkpoint = EpochCheckpoint(directory, keep=3)
+    checkpoint.set_model(tiny_model())
+    for epoch, batch in [(1, 0), (1, 2), (1, 10), (2, 0), (0, 5)]:
+        checkpoint.save(epoch, batch)
+    # by position, not by name: ckpt-1-10 after ckpt-1-2; ckpt-0-5 the oldest, deleted
+    assert sorted(os.listdir(directory)) == ["ckpt-1-10.keras", "ckpt-1-2.keras", "ckpt-2.keras"]
+    path, epoch = latest_checkpoint(directory)
+    assert (os.path.basename(path), epoch, checkpoint_position(path)) == ("ckpt-2.keras", 2, (2, 0))
+    os.remove(path)
+    path, epoch = latest_checkpoint(directory)
+    assert (os.path.basename(path), epoch, checkpoint_position(path)) == (
+        "ckpt-1-10.keras", 1, (1, 10))
+    assert checkpoint_position(None) == (0, 0)
+    with pytest.raises(ValueError, match="not named like a checkpoint"):
+        checkpoint_position("model.keras")
 
 
 def test_the_next_save_removes_partial_files_of_an_interrupted_one(tmp_path):

@@ -143,6 +143,25 @@ def test_pretrain_is_deterministic_with_a_seed(cache):
     assert not np.array_equal(epoch_1, first_batches(seed=6)[0])
 
 
+@pytest.mark.parametrize("cache", [True, False])
+def test_pretrain_from_any_batch_continues_the_uninterrupted_order(cache):
+    """A resumed run restarted the data order (or reshuffled with another seed): with
+    start_batch the batches from any step on are those of a run from step 0."""
+    import keras
+
+    def labels(start, count):
+        keras.utils.set_random_seed(0)  # as apps.pretrain sets it (to --seed)
+        ds = data.pretrain_dataset(split="test", image_size=8, global_batch_size=100,
+                                   seed=5, cache=cache, start_batch=start)
+        return [y.numpy().tolist() for _, y in ds.take(count)]
+
+    per_pass = data.describe().num_examples("test") // 100
+    whole = labels(0, per_pass + 3)
+    for start in (2, per_pass - 1, per_pass, per_pass + 1):  # across the pass boundary
+        assert labels(start, per_pass + 3 - start) == whole[start:], start
+    assert whole[0] != whole[per_pass]  # every pass has its own order
+
+
 def test_pretrain_views_are_made_in_the_pipeline_and_repeat_with_a_seed():
     def first_batch():
         augmenter = SimCLRAugment(24, seed=1)

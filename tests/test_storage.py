@@ -63,7 +63,11 @@ def test_resume_skips_a_truncated_newest_checkpoint(ram_run):
     skipped = [line for line in stderr.splitlines() if "skipping checkpoint" in line]
     assert len(skipped) == 1
     assert "ram://runs/tiny/checkpoints/ckpt-2.keras" in skipped[0] and "truncated" in skipped[0]
-    assert report["checkpoints_after_resume"] == ["ckpt-1.keras", "ckpt-2.keras", "ckpt-3.keras"]
+    # --save_every_steps=3 over steps 5-12 saved steps 6 and 9 inside epochs (keep 3)
+    assert report["checkpoints_after_resume"] == ["ckpt-2-1.keras", "ckpt-2.keras", "ckpt-3.keras"]
+    assert report["resumed_inside"] == [
+        "resuming from ram://runs/tiny/checkpoints/ckpt-2-1.keras (epoch 2 done, 1 steps into "
+        "the next)"]
 
 
 def test_finetune_writes_its_classifier_and_result_to_an_in_memory_filesystem(ram_run):

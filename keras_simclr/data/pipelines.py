@@ -119,7 +119,8 @@ def pretrain_dataset(dataset: str = DEFAULT_DATASET, split: str = "train", *,
                      strict: bool = False, input_context: _InputContext | None = None,
                      crop_from_original: bool | str = "auto",
                      original_cap: float | None = originals.DEFAULT_CAP,
-                     views_in_model: bool = False) -> tf.data.Dataset:
+                     views_in_model: bool = False,
+                     start_batch: int | None = None) -> tf.data.Dataset:
     """Batches for contrastive pretraining; see the module docstring.
 
     Args:
@@ -127,13 +128,15 @@ def pretrain_dataset(dataset: str = DEFAULT_DATASET, split: str = "train", *,
         image_size: side S of the square images.
         global_batch_size: batch size over all replicas (per replica with an
             `input_context`); the last partial batch is dropped.
-        shuffle: shuffle (seeded by `seed`) and reshuffle every epoch.
+        shuffle: shuffle (seeded by `seed`) and reshuffle every epoch (always, with
+            `start_batch`).
         cache: True, False or "auto" (cache decoded images when they fit in memory).
         seed: makes the order (and nothing else) reproducible.
         augmenter: optional view maker on a uint8 batch [B, S, S, 3]: a
             `views.ViewMaker` (e.g. `SimCLRAugment`: two views; `MultiCropAugment`:
             2 + k), or a plain callable called twice.
-        crop_from_original: with a `views.CropViewMaker`, crop each view from the stored image rather than from it
+        crop_from_original: with a `views.CropViewMaker`, crop each view from the stored
+            image rather than from it
             resized whole to S x S. "auto": when any of the first `originals.SIZE_SAMPLE`
             stored images (or the source's stated size) is not a square of side <= S.
         original_cap: when cropping from the original, images whose shorter side is
@@ -143,6 +146,8 @@ def pretrain_dataset(dataset: str = DEFAULT_DATASET, split: str = "train", *,
             its train step: the pipeline only crops from the originals when it would
             (uint8 `{"crop_1": ..., ...}` batches for the model's `views_of_crops`), and
             otherwise gives the images, as without an augmenter.
+        start_batch: None: one pass. N: endless passes, each shuffled by `seed` and its
+            index, from global batch N on: the batches a run from batch 0 sees there.
 
     Returns:
         Batches `(uint8 images [B, S, S, 3], int64 labels [B])`, or with an augmenter
@@ -153,22 +158,26 @@ def pretrain_dataset(dataset: str = DEFAULT_DATASET, split: str = "train", *,
     batch_size = _batch_size(global_batch_size, input_context)
     plan = originals.plan(source, split, image_size, augmenter, crop_from_original,
                           original_cap)
-    if plan is not None:
-        ds = _training_images(source, split, None, shuffle, cache, seed, input_context,
-                              cap=plan.cap, image_bytes=plan.image_bytes)
-        ds = originals.crop_views(
-            ds, augmenter, batch_size, _augment_parallelism(augmenter),
-            input_context.input_pipeline_id if input_context is not None else 0,
-            views=not views_in_model)
-        return ds.prefetch(_AUTOTUNE)
-    ds = _training_images(source, split, image_size, shuffle, cache, seed, input_context)
-    ds = ds.batch(batch_size, drop_remainder=True)
-    if augmenter is not None and not views_in_model:
-        def views(images, labels):
-            made = make_views(augmenter, images)
-            return dict(zip(view_keys(len(made)), made)), labels
-        ds = ds.map(views, num_parallel_calls=_augment_parallelism(augmenter))
+    stored = (dict(image_size=None, cap=plan.cap, image_bytes=plan.image_bytes) if plan
+              else dict(image_size=image_size))
+    batches = _batcher(plan, augmenter, batch_size, input_context, views_in_model)
+    if start_batch is None:
+        ds = batches(_training_images(source, split, shuffle=shuffle, cache=cache, seed=seed,
+                                      input_context=input_context, **stored))
+    else:
+        ds = _seeded_passes(source, split, batches, batch_size, start_batch, cache=cache,
+                            seed=seed, input_context=input_context, **stored)
+    if plan is None and augmenter is not None and not views_in_model:
+        ds = _with_views(ds, augmenter)
     return ds.prefetch(_AUTOTUNE)
+
+
+def _with_views(ds, augmenter):
+    """Batches `({"view_1": ..., ...}, labels)` of the augmenter's views of image batches."""
+    def views(images, labels):
+        made = make_views(augmenter, images)
+        return dict(zip(view_keys(len(made)), made)), labels
+    return ds.map(views, num_parallel_calls=_augment_parallelism(augmenter))
 
 
 def classifier_dataset(dataset: str = DEFAULT_DATASET, split: str = "train", *,
@@ -289,8 +298,10 @@ def _decoded(source, split, image_size, input_context, *, shuffle=None, seed=Non
     kept (`originals.cap_size`).
     """
     num_examples = _count(source, split, subset)  # a DataError for a missing split
+    # a seed tensor (one pass of `_seeded_passes`) shuffles the records, not the files
     ds = source.records(split=split, input_context=input_context,
-                        shuffle_files=shuffle is not None, seed=seed, subset=subset)
+                        shuffle_files=shuffle is not None and not tf.is_tensor(seed),
+                        seed=None if tf.is_tensor(seed) else seed, subset=subset)
     if shuffle is not None:
         ds = ds.shuffle(source.record_buffer(num_examples=num_examples), seed=seed,
                         reshuffle_each_iteration=shuffle == "every_epoch")
@@ -310,6 +321,64 @@ def _decoded(source, split, image_size, input_context, *, shuffle=None, seed=Non
         # training hours in.
         ds = ds.ignore_errors(log_warning=True)
     return ds
+
+
+def _batcher(plan, augmenter, batch_size, input_context, views_in_model):
+    """images -> their batches: of whole images, or with an `originals.plan` of the
+    views (or crops) cropped from them (`originals.crop_views`)."""
+    if plan is None:
+        return lambda images: images.batch(batch_size, drop_remainder=True)
+    return lambda images: originals.crop_views(
+        images, augmenter, batch_size, _augment_parallelism(augmenter),
+        input_context.input_pipeline_id if input_context is not None else 0,
+        views=not views_in_model)
+
+
+def _seeded_passes(source, split, batches, batch_size, start_batch, *, image_size, cache,
+                   seed, input_context, cap=None, image_bytes=None):
+    """Endless `batches(images)` of passes p = 0, 1, ... from batch `start_batch` on.
+
+    Pass p shuffles the images with the seed `seed * 1000003 + p` (unseeded: fresh
+    randomness), so its order depends on p alone (and on TensorFlow's global seed, as
+    every seeded tf.data op), not on how many passes this pipeline made before; the first pass skips the images of the
+    batches before `start_batch` before they are cropped or batched. Cached images are cached once (first permuted by
+    `seed`, as in `_training_images`); uncached ones reshuffle their records every pass.
+    """
+    num_examples = _count(source, split, None)
+    if input_context is not None:
+        num_examples //= input_context.num_input_pipelines
+    per_pass = num_examples // batch_size
+    if per_pass < 1:
+        raise DataError(f"{num_examples} images of {source.info.name}:{split} make no batch "
+                        f"of {batch_size}")
+    first_pass, skipped = divmod(int(start_batch), per_pass)
+    if image_bytes is None:
+        image_bytes = image_size * image_size * 3
+    if _should_cache(num_examples, image_bytes, cache):
+        cached = _decoded(source, split, image_size, input_context, shuffle="once",
+                          seed=seed, cap=cap).cache()
+        buffer = max(1, min(num_examples, _SHUFFLE_BUFFER_BYTES // image_bytes))
+
+        def shuffled(pass_seed):
+            return cached.shuffle(buffer, seed=pass_seed, reshuffle_each_iteration=False)
+    else:
+        def shuffled(pass_seed):
+            return _decoded(source, split, image_size, input_context, shuffle="once",
+                            seed=pass_seed, cap=cap)
+
+    def one_pass(index):
+        # TensorFlow's get_seed compares the (global, op) seed pair with (0, 0), which fails
+        # on a tensor op seed when the global seed is 0: the pass ignores the global seed.
+        graph = tf.compat.v1.get_default_graph()
+        global_seed, graph.seed = graph.seed, None
+        try:
+            images = shuffled(None if seed is None else seed * 1000003 + index)
+        finally:
+            graph.seed = global_seed
+        skip = tf.where(index == first_pass, skipped * batch_size, 0)
+        return batches(images.skip(tf.cast(skip, tf.int64)))
+
+    return tf.data.Dataset.counter(first_pass).flat_map(one_pass)
 
 
 def _training_images(source, split, image_size, shuffle, cache, seed, input_context,

@@ -9,7 +9,7 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import blob_images
-from keras_simclr import ProjectionHead, SimCLR, data, optimizers, resilience
+from keras_simclr import NTXent, ProjectionHead, SimCLR, data, optimizers, resilience
 from keras_simclr.callbacks import EpochCheckpoint, checkpoint_position, latest_checkpoint
 from keras_simclr.export import export_encoder
 
@@ -129,7 +129,7 @@ def tiny_simclr(epochs=3):
     x = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
     x = keras.layers.BatchNormalization()(x)
     encoder = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
-    model = SimCLR(encoder, ProjectionHead(2, output_dim=8), temperature=0.5)
+    model = SimCLR(encoder, ProjectionHead(2, output_dim=8), loss=NTXent(0.5))
     model.build({k: (None, 8, 8, 3) for k in ("view_1", "view_2")})
     schedule = optimizers.warmup_cosine_for(0.5, 16, "linear", epochs, STEPS, 1)
     model.compile(optimizer=optimizers.build_optimizer("lars", learning_rate=schedule,

@@ -4,12 +4,12 @@
 the learning-rate schedule position) as `ckpt-EPOCH.keras` after every epoch and keeps the
 last `keep`. A checkpoint inside an epoch (`save(epoch, batch)`, on a signal or every N
 steps: `keras_simclr.resilience`) is `ckpt-EPOCH-BATCH.keras`: EPOCH epochs done and BATCH
-steps of the next; it sorts after `ckpt-EPOCH.keras` and before `ckpt-EPOCH+1.keras`. Each file is written under a temporary name and renamed into place
-(`storage.save_model`): on local disks and HDFS a `kill -9` at any moment leaves only
-complete checkpoints; on object stores (`gs://`) the rename is a copy then a delete, not
-atomic, but temporary names are never taken for checkpoints (the next save deletes them)
-and an unreadable newest checkpoint is skipped. The directory may be on any TensorFlow
-filesystem.
+steps of the next; it sorts after `ckpt-EPOCH.keras` and before `ckpt-EPOCH+1.keras`. Each
+file is written under a temporary name and renamed into place (`storage.save_model`): on
+local disks and HDFS a `kill -9` at any moment leaves only complete checkpoints; on object
+stores (`gs://`) the rename is a copy then a delete, not atomic, but temporary names are never
+taken for checkpoints (the next save deletes them) and an unreadable newest checkpoint is
+skipped. The directory may be on any TensorFlow filesystem.
 
 `latest_checkpoint` finds the newest readable one to resume from. Under multi-worker
 training every worker saves (saving reads distributed variables collectively) but only the

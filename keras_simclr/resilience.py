@@ -61,12 +61,17 @@ def non_finite_variables(model: keras.Model) -> list[str]:
     return [v.path for v, ok in zip(variables, finite) if not bool(ok)]
 
 
+def _describe(bad: list[str]) -> str:
+    """How many variables of `non_finite_variables` are bad, and the first."""
+    return f"{len(bad)} variables, the first {bad[0]}"
+
+
 def check_finite(model: keras.Model, what: str = "the model") -> None:
     """Raise `NonFiniteError` naming the first non-finite variable of `model`, if any."""
     bad = non_finite_variables(model)
     if bad:
-        raise NonFiniteError(f"{what} has non-finite weights ({len(bad)} variables, the "
-                             f"first {bad[0]}): refusing to write it")
+        raise NonFiniteError(f"{what} has non-finite weights ({_describe(bad)}): refusing "
+                             "to write it")
 
 
 def learning_rate_at(optimizer, step: int) -> float:
@@ -128,8 +133,7 @@ class NonFiniteGuard(_StepCounter):
         self._checked = self.step
         bad = non_finite_variables(self.model)
         if bad:
-            self._stop(f"the weights became non-finite ({len(bad)} variables, the first "
-                       f"{bad[0]})")
+            self._stop(f"the weights became non-finite ({_describe(bad)})")
 
     def _stop(self, what):
         rate = learning_rate_at(self.model.optimizer, self.step - 1)

@@ -20,10 +20,10 @@ and augmentation run in parallel (`AUTOTUNE`).
 
 Training images that are squares no larger than the views (CIFAR at 32 px) are resized
 whole to S x S and cropped in batches; larger ones, with an augmenter that crops single
-images (a `views.CropViewMaker`: `SimCLRAugment`, `MultiCropAugment`), are cached at their own size (the shorter side
-capped at `original_cap` x S) and each view is cropped from them before batching; without
-such an augmenter they are resized whole. Evaluation images keep their aspect ratio
-(central square crop).
+images (a `views.CropViewMaker`: `SimCLRAugment`, `MultiCropAugment`), are cached at their
+own size (the shorter side capped at `original_cap` x S) and each view is cropped from them
+before batching; without such an augmenter they are resized whole. Evaluation images keep
+their aspect ratio (central square crop).
 
 Every pipeline takes `input_context` (a `tf.distribute.InputContext`): given one, the
 source is sharded across input pipelines and batches are per replica, so the functions
@@ -339,10 +339,11 @@ def _seeded_passes(source, split, batches, batch_size, start_batch, *, image_siz
     """Endless `batches(images)` of passes p = 0, 1, ... from batch `start_batch` on.
 
     Pass p shuffles the images with the seed `seed * 1000003 + p` (unseeded: fresh
-    randomness), so its order depends on p alone (and on TensorFlow's global seed, as
-    every seeded tf.data op), not on how many passes this pipeline made before; the first pass skips the images of the
-    batches before `start_batch` before they are cropped or batched. Cached images are cached once (first permuted by
-    `seed`, as in `_training_images`); uncached ones reshuffle their records every pass.
+    randomness), so its order depends on p alone (and on TensorFlow's global seed, as every
+    seeded tf.data op), not on how many passes this pipeline made before; the first pass
+    skips the images of the batches before `start_batch` before they are cropped or batched.
+    Cached images are cached once (first permuted by `seed`, as in `_training_images`);
+    uncached ones reshuffle their records every pass.
     """
     num_examples = _count(source, split, None)
     if input_context is not None:

@@ -101,9 +101,7 @@ def parse_args(argv):
     parser.add_argument("--curve_json", default=None,
                         help="where the curve goes (default: bench/curves/PRESET-DATE.json, "
                              "numbered -2, -3... after the day's first)")
-    parser.add_argument("--json", action="store_true", help="print one JSON line")
-    parser.add_argument("--results", default=common.RESULTS,
-                        help="Markdown file to append a row to ('' to skip)")
+    common.add_output_flags(parser)
     args, pretrain_flags = parser.parse_known_args(argv)
     for flag in pretrain_flags:
         name = flag.lstrip("-").split("=", 1)[0]

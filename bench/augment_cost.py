@@ -10,7 +10,6 @@ Appends a row to bench/RESULTS.md (`--results=` to skip).
 
     python bench/augment_cost.py --baseline=../main --rounds=3
 """
-import argparse
 import json
 import os
 import statistics
@@ -19,6 +18,9 @@ import sys
 import time
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, ROOT)  # bench.common (keras_simclr comes from --code, put before it)
+
+from bench import common  # noqa: E402
 SECTION = "## Augmentation CPU time per 1,024 views (bench/augment_cost.py)"
 HEADER = ("| date | CPU | cores | command | image px | batch | code | augmentation CPU ms "
           "(wall ms) | colour jitter CPU ms (wall ms) | against the baseline (CPU) |\n"
@@ -26,18 +28,14 @@ HEADER = ("| date | CPU | cores | command | image px | batch | code | augmentati
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--image_size", type=int, default=32)
-    parser.add_argument("--batch_size", type=int, default=512, help="images (2 views each)")
+    parser = common.batch_parser(__doc__, 512, batch_help="images (2 views each)")
     parser.add_argument("--jitter_strength", type=float, default=0.5)
     parser.add_argument("--calls", type=int, default=10, help="timed calls per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", default=None, help="another checkout to compare with")
     parser.add_argument("--code", default=ROOT, help="checkout whose keras_simclr is timed "
                         "(in this process: the subprocesses of a comparison use it)")
-    parser.add_argument("--json", action="store_true", help="print one JSON line")
-    parser.add_argument("--results", default=os.path.join(ROOT, "bench", "RESULTS.md"),
-                        help="Markdown file to append a row to ('' to skip)")
+    common.add_output_flags(parser)
     return parser.parse_args(argv)
 
 
@@ -98,9 +96,6 @@ def append_rows(args, result: dict) -> None:
     """One row per checkout under `SECTION` of --results (nothing when it is empty)."""
     if not args.results:
         return
-    sys.path.insert(0, ROOT)
-    from bench import common
-
     info = common.run_info("bench/augment_cost.py")
     base = result["baseline"]["augment"]["cpu_ms"]
     for name in ("baseline", "this"):

@@ -57,6 +57,23 @@ def run_info(script: str) -> dict:
             "command": " ".join(["python", script] + [shlex.quote(a) for a in sys.argv[1:]])}
 
 
+def batch_parser(doc: str, batch_size: int, image_size: int = 32,
+                 batch_help: str = "global batch (images)") -> argparse.ArgumentParser:
+    """A script's parser (described by its docstring's first line) with --image_size and
+    --batch_size, the two settings every timing of the network takes."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--image_size", type=int, default=image_size)
+    parser.add_argument("--batch_size", type=int, default=batch_size, help=batch_help)
+    return parser
+
+
+def add_output_flags(parser: argparse.ArgumentParser, what: str = "a row") -> None:
+    """--json (print one JSON line) and --results (the Markdown file `what` is appended to)."""
+    parser.add_argument("--json", action="store_true", help="print one JSON line")
+    parser.add_argument("--results", default=RESULTS,
+                        help=f"Markdown file to append {what} to ('' to skip)")
+
+
 def parse_with_encoder_flags(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
     """`parser`'s arguments plus apps.pretrain's encoder flags, parsed by their one definition.
 

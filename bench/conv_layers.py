@@ -11,7 +11,6 @@ seconds (medians of each), with the ratio CPU / wall (about the cores kept busy)
 
     python bench/conv_layers.py --backbone=resnet18 --stem=imagenet --image_size=32
 """
-import argparse
 import json
 import os
 import statistics
@@ -34,13 +33,9 @@ HEADER = ("| date | CPU | cores | command | model | Conv2D s/step | SmallMapConv
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--image_size", type=int, default=32)
-    parser.add_argument("--batch_size", type=int, default=256, help="global batch (images)")
+    parser = common.batch_parser(__doc__, 256)
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--json", action="store_true", help="print one JSON line")
-    parser.add_argument("--results", default=common.RESULTS,
-                        help="Markdown file to append a row to ('' to skip)")
+    common.add_output_flags(parser)
     return common.parse_with_encoder_flags(parser, argv)
 
 

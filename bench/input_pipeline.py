@@ -58,9 +58,7 @@ def parse_args(argv):
     parser.add_argument("--train_steps", type=int, default=5, help="timed train steps")
     parser.add_argument("--fed_steps", type=int, default=5,
                         help="timed steps of training fed by the pipeline (0: skip)")
-    parser.add_argument("--json", action="store_true", help="print one JSON line")
-    parser.add_argument("--results", default=common.RESULTS,
-                        help="Markdown file to append a row to ('' to skip)")
+    common.add_output_flags(parser)
     return parser.parse_args(argv)
 
 

@@ -69,9 +69,7 @@ def parse_args(argv):
                         help="timed train steps (0: skip the train step and fed training)")
     parser.add_argument("--fed_steps", type=int, default=3,
                         help="timed steps of training fed by the pipeline (0: skip)")
-    parser.add_argument("--json", action="store_true", help="print one JSON line")
-    parser.add_argument("--results", default=common.RESULTS,
-                        help="Markdown file to append rows to ('' to skip)")
+    common.add_output_flags(parser, "rows")
     return parser.parse_args(argv)
 
 

@@ -86,9 +86,7 @@ def parse_args(argv):
     parser.add_argument("--budget_gib", type=float, default=24.0,
                         help="report the largest batch whose peak fits in this")
     parser.add_argument("--poll_s", type=float, default=0.1, help="memory polling interval")
-    parser.add_argument("--json", action="store_true", help="print one JSON line")
-    parser.add_argument("--results", default=common.RESULTS,
-                        help="Markdown file to append the rows to ('' to skip)")
+    common.add_output_flags(parser, "the rows")
     parser.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.batch_sizes = sorted(int(b) for b in args.batch_sizes.split(","))

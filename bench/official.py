@@ -12,7 +12,6 @@ is not counted; medians of the rest.
 
     python bench/official.py --official=DIR/saved_model
 """
-import argparse
 import json
 import os
 import statistics
@@ -37,14 +36,11 @@ HEADER = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS)
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = common.batch_parser(__doc__, 32, image_size=224)
     parser.add_argument("--official", required=True, help="official SavedModel directory")
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--steps", type=int, default=2, help="batches per variant and round")
     parser.add_argument("--rounds", type=int, default=4, help="rounds, the first not counted")
-    parser.add_argument("--results", default=common.RESULTS)
-    parser.add_argument("--json", action="store_true")
+    common.add_output_flags(parser)
     return parser.parse_args(argv)
 
 

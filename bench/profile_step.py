@@ -18,7 +18,6 @@ bench/throughput.py's. Appends the table to bench/RESULTS.md (`--results=` to sk
     python bench/profile_step.py --width_multiplier=0.5 --stage_widths=0.5,0.5,0.5,1 \\
         --batch_size=1024 --steps=3
 """
-import argparse
 import collections
 import glob
 import json
@@ -53,17 +52,12 @@ GROUPS = (
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    common.add_encoder_arguments(parser)
-    parser.add_argument("--image_size", type=int, default=32)
-    parser.add_argument("--batch_size", type=int, default=256, help="global batch (images)")
+    parser = common.batch_parser(__doc__, 256)
     parser.add_argument("--steps", type=int, default=3, help="profiled steps per precision")
     parser.add_argument("--precisions", default="float32,mixed_bfloat16")
     parser.add_argument("--top", type=int, default=12, help="op types listed")
-    parser.add_argument("--json", action="store_true", help="print one JSON line")
-    parser.add_argument("--results", default=common.RESULTS,
-                        help="Markdown file to append the table to ('' to skip)")
-    args = parser.parse_args(argv)
+    common.add_output_flags(parser, "the table")
+    args = common.parse_with_encoder_flags(parser, argv)
     args.precisions = [p.strip() for p in args.precisions.split(",")]
     return args
 

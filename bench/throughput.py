@@ -91,9 +91,7 @@ def parse_args(argv):
     parser.add_argument("--skip_end_to_end", action="store_true")
     parser.add_argument("--guard_overhead", action="store_true",
                         help="time fit with and without the resilience callbacks instead")
-    parser.add_argument("--json", action="store_true", help="print one JSON line")
-    parser.add_argument("--results", default=common.RESULTS,
-                        help="Markdown file to append the rows to ('' to skip)")
+    common.add_output_flags(parser, "the rows")
     args = common.parse_with_encoder_flags(parser, argv)
     args.precisions = [p.strip() for p in args.precisions.split(",")]
     if args.warmup_steps < 1 or args.steps < 1 or args.rounds < 1:

@@ -106,3 +106,16 @@ def test_cpu_model_tells_apart_generations_that_share_a_name(tmp_path):
     cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU\n")
     assert common.cpu_model(str(cpuinfo)) == "Some CPU"
     assert common.cpu_model(str(tmp_path / "missing"))  # platform's name instead
+
+
+@pytest.mark.parametrize("script,argv", [
+    ("accuracy", []), ("augment_cost", []), ("conv_layers", []), ("input_pipeline", []),
+    ("large_images", []), ("memory", []), ("official", ["--official=any"]),
+    ("profile_step", ["--stage_widths=0.5,0.5,0.5,1"]), ("throughput", []),
+])
+def test_every_benchmark_parses_its_command_line(script, argv):
+    """A script's parser breaks only when run, so each one parses here (with its defaults)."""
+    import importlib
+
+    args = importlib.import_module(f"bench.{script}").parse_args(argv)
+    assert args.json is False and args.results.endswith("RESULTS.md")

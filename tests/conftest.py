@@ -23,22 +23,3 @@ def blob_images(n, size=16, classes=4, seed=0):
 @pytest.fixture
 def tiny_images():
     return blob_images(128)
-
-
-def pytest_collection_modifyitems(items):
-    """Keep the tests that share a module-scoped fixture on one xdist worker.
-
-    setup.cfg runs `--dist loadgroup`: each test goes to whichever worker is free, except
-    that tests in one `xdist_group` run together. Grouping by the module fixtures
-    (a pretraining run, the background multi-replica runs) builds it once, while the
-    file's other slow tests are spread over both workers. A file's module fixtures form
-    one group, since one of them may build on another.
-    """
-    for item in items:
-        definitions = getattr(item, "_fixtureinfo", None)
-        if definitions is None:
-            continue
-        module = item.module.__name__
-        if any(defs[-1].scope == "module" and defs[-1].func.__module__ == module
-               for defs in definitions.name2fixturedefs.values()):
-            item.add_marker(pytest.mark.xdist_group(f"{module}.module_fixtures"))

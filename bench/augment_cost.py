@@ -21,6 +21,7 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 sys.path.insert(0, ROOT)  # bench.common (keras_simclr comes from --code, put before it)
 
 from bench import common  # noqa: E402
+
 SECTION = "## Augmentation CPU time per 1,024 views (bench/augment_cost.py)"
 HEADER = ("| date | CPU | cores | command | image px | batch | code | augmentation CPU ms "
           "(wall ms) | colour jitter CPU ms (wall ms) | against the baseline (CPU) |\n"

@@ -2,17 +2,18 @@
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 import zipfile
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from conftest import blob_images
+from keras_simclr import data, viz
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--image_size=16", "--width_multiplier=0.125", "--batch_size=16", "--head_depth=2",
@@ -60,6 +61,17 @@ def pretrained(tmp_path_factory):
     return dataset, model_dir, result
 
 
+@pytest.fixture(scope="module")
+def exported(pretrained, tmp_path_factory):
+    """The shared run exported once, for the quick start, serving and map tests; returns the
+    directory the export was made in, the export and the app's output."""
+    _, model_dir, _ = pretrained
+    parent = tmp_path_factory.mktemp("export")
+    export_dir = str(parent / "exported")
+    return parent, export_dir, run_app("export", f"--model_dir={model_dir}",
+                                       f"--export_dir={export_dir}")
+
+
 def test_pretrain_writes_checkpoints_logs_model_and_summary(pretrained):
     dataset, model_dir, result = pretrained
     assert sorted(os.listdir(os.path.join(model_dir, "checkpoints"))) == ["ckpt-1.keras", "ckpt-2.keras"]
@@ -73,10 +85,11 @@ def test_pretrain_writes_checkpoints_logs_model_and_summary(pretrained):
         assert json.load(f)["dataset"] == dataset
 
 
-def test_quick_start_commands_print_a_few_readable_lines(pretrained, tmp_path):
+def test_quick_start_commands_print_a_few_readable_lines(pretrained, exported):
     # The README quick start with tiny settings: pretrain (stdout is a pipe: one line per
     # epoch), linear_eval of the pretrained and of a random-initialised encoder, export.
     dataset, model_dir, pretrain = pretrained
+    _, export_dir, export = exported
     consoles = {"pretrain": pretrain}
     consoles["linear_eval"] = run_app("linear_eval", f"--model_dir={model_dir}")
     result = json.load(open(os.path.join(model_dir, "linear_eval.json")))
@@ -84,8 +97,7 @@ def test_quick_start_commands_print_a_few_readable_lines(pretrained, tmp_path):
     assert result["converged"] and result["iterations"] > 0
     consoles["random_init"] = run_app("linear_eval", f"--model_dir={model_dir}", "--random_init")
     assert json.load(open(os.path.join(model_dir, "linear_eval_random.json")))["random_init"]
-    consoles["export"] = run_app("export", f"--model_dir={model_dir}",
-                                 f"--export_dir={tmp_path}/exported")
+    consoles["export"] = export
     for name, out in consoles.items():
         assert out.stderr == "", (name, out.stderr[-2000:])  # no noise, no log lines
         lines = out.stdout.strip().splitlines()
@@ -98,7 +110,7 @@ def test_quick_start_commands_print_a_few_readable_lines(pretrained, tmp_path):
                 if "\r" in out.stdout or "\x1b[" in out.stdout or "\n{" in out.stdout]
     assert "linear evaluation top-1 (pretrained encoder" in consoles["linear_eval"].stdout
     assert "extracting features of" in consoles["linear_eval"].stdout
-    assert consoles["export"].stdout.startswith(f"exported SavedModel to {tmp_path}/exported")
+    assert export.stdout.startswith(f"exported SavedModel to {export_dir}")
 
 
 def test_linear_eval_full_and_knn_eval(pretrained):
@@ -121,14 +133,10 @@ def test_linear_eval_full_and_knn_eval(pretrained):
     assert knn["k"] == 5 and 0.0 <= knn["top1"] <= 1.0
 
 
-def test_export_reload_and_embed_agree(pretrained, tmp_path):
-    import keras_simclr  # noqa: F401
-    import tensorflow as tf
-
+def test_export_reload_and_embed_agree(pretrained, exported, tmp_path):
     dataset, model_dir, _ = pretrained
-    export_dir = str(tmp_path / "exported")
-    run_app("export", f"--model_dir={model_dir}", f"--export_dir={export_dir}")
-    assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]  # no staging left behind
+    parent, export_dir, _ = exported
+    assert os.listdir(parent) == ["exported"]  # no staging directory left behind
     served = tf.saved_model.load(export_dir).signatures["serving_default"]
     images = np.random.default_rng(0).integers(0, 256, (3, 40, 24, 3), np.uint8)
     assert served(images=tf.constant(images))["embedding"].shape == (3, 64)  # 512 * 0.125
@@ -147,9 +155,6 @@ def test_export_reload_and_embed_agree(pretrained, tmp_path):
 
 
 def test_finetune_and_export_with_logits(pretrained, tmp_path):
-    import keras_simclr  # noqa: F401
-    import tensorflow as tf
-
     dataset, model_dir, _ = pretrained
     run_app("finetune", f"--model_dir={model_dir}", "--label_fraction=0.5", "--epochs=1",
             "--batch_size=16")
@@ -165,8 +170,6 @@ def test_finetune_and_export_with_logits(pretrained, tmp_path):
 
 def test_show_augmentations_takes_one_image_of_each_class(pretrained, tmp_path):
     # It showed the first --images of the split: in a folder sorted by class, all one class.
-    from keras_simclr import data, viz
-
     dataset, _, _ = pretrained
     grid = str(tmp_path / "views.png")
     run_app("show_augmentations", f"--dataset={dataset}", "--images=4", "--views=2",
@@ -236,50 +239,19 @@ def test_neighbors_frames_the_queries(pretrained, tmp_path):
     assert not red[:, 21:].any()  # nowhere else
 
 
-def test_map_of_embeddings(pretrained, tmp_path):
-    from keras_simclr import viz
-
+def test_map_of_embeddings(pretrained, exported, tmp_path):
     dataset, model_dir, _ = pretrained
+    _, export_dir, _ = exported
     out = str(tmp_path / "map.png")
     run_app("map", f"--model_dir={model_dir}", "--size=200", "--thumbnails=3", f"--output={out}")
     picture = np.asarray(Image.open(out).convert("RGB"))
     assert picture.shape[0] == 200 + 28 and 200 < picture.shape[1] < 300  # plot and legend
     colours = {tuple(c) for c in picture.reshape(-1, 3)}
     assert {viz.class_colour(c) for c in range(4)} <= colours  # the four classes
-    export_dir = str(tmp_path / "exported")  # a SavedModel works too, and t-SNE
-    run_app("export", f"--model_dir={model_dir}", f"--export_dir={export_dir}")
-    run_app("map", f"--model={export_dir}", f"--dataset={dataset}", "--method=tsne",
+    run_app("map",  # a SavedModel works too, and t-SNE
+            f"--model={export_dir}", f"--dataset={dataset}", "--method=tsne",
             "--max_points=20", "--size=200", f"--output={out}")
     assert Image.open(out).size == picture.shape[1::-1]
-
-
-def test_resume_after_kill_minus_nine_with_more_epochs_extends_the_schedule(tmp_path):
-    dataset = write_folder(str(tmp_path / "images"), {"train": 64, "test": 16})
-    model_dir = str(tmp_path / "run")
-    args = [sys.executable, "-m", "apps.pretrain", f"--dataset={dataset}",
-            f"--model_dir={model_dir}", "--epochs=3", "--warmup_epochs=0", *TINY]
-    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = os.path.join(model_dir, "checkpoints", "ckpt-1.keras")
-    deadline = time.time() + 240
-    while not os.path.exists(first) and time.time() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    from keras_simclr.callbacks import latest_checkpoint
-    _, done = latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-    assert 1 <= done < 3, "the kill should land after the first epoch and before the end"
-
-    result = run_app("pretrain", f"--dataset={dataset}", f"--model_dir={model_dir}",
-                     "--epochs=5", "--warmup_epochs=0", "--json", *TINY)
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["resumed_from_epoch"] == done and summary["epochs"] == 5
-    # Epoch 5 of a 5-epoch cosine: mean rate over its steps is positive, not the 3-epoch
-    # schedule's end (0) that the checkpoint's optimizer carried.
-    assert summary["learning_rate"] > 0.01 * 16 / 256
-
-    import keras
-    final = keras.saving.load_model(os.path.join(model_dir, "model.keras"))
-    assert int(final.optimizer.iterations) == 5 * (64 // 16)  # no step lost or repeated
 
 
 AUGMENT_FLAGS = {"resize_method": "bilinear", "brightness": "multiplicative",
@@ -513,112 +485,7 @@ def read_bytes(path):
         return f.read()
 
 
-def test_a_diverging_run_stops_with_one_line_and_keeps_the_last_good_model(tmp_path):
-    # `--learning_rate=1e9` trained on with "loss: nan", exited 0 and wrote model.keras and
-    # checkpoints full of NaN over the good ones.
-    dataset = write_folder(str(tmp_path / "images"), {"train": 64, "test": 16})
-    model_dir = str(tmp_path / "run")
-    common = [f"--dataset={dataset}", f"--model_dir={model_dir}", *TINY]
-    run_app("pretrain", "--epochs=1", *common)
-    written = {name: read_bytes(os.path.join(model_dir, name))
-               for name in ("model.keras", "summary.json", "checkpoints/ckpt-1.keras")}
-
-    diverged = run_app("pretrain", "--epochs=3", "--learning_rate=1e9", *common, check=False)
-    assert diverged.returncode == 3, diverged.stderr[-3000:]
-    [line] = diverged.stderr.strip().splitlines()
-    assert line.startswith("error: ") and re.search(r"at step \d+ \(epoch [23]", line), line
-    for hint in ("learning rate ", "--learning_rate", "--precision=float32", "--chunk_size"):
-        assert hint in line, line
-    assert os.listdir(os.path.join(model_dir, "checkpoints")) == ["ckpt-1.keras"]
-    assert {name: read_bytes(os.path.join(model_dir, name)) for name in written} == written
-
-    lower = run_app("pretrain", "--epochs=2", *common)
-    assert f"resuming from {model_dir}/checkpoints/ckpt-1.keras (epoch 1 done)" in lower.stdout
-
-
-def test_a_diverging_run_on_two_replicas_with_gradient_caching_writes_nothing(tmp_path):
-    dataset = write_folder(str(tmp_path / "images"), {"train": 64, "test": 16})
-    model_dir = str(tmp_path / "run")
-    diverged = run_app("pretrain", f"--dataset={dataset}", f"--model_dir={model_dir}",
-                       "--epochs=3", "--learning_rate=1e9", "--strategy=mirrored",
-                       "--cpu_replicas=2", "--chunk_size=8", *TINY, check=False)
-    assert diverged.returncode == 3, diverged.stderr[-3000:]
-    assert diverged.stderr.strip().splitlines()[-1].startswith("error: ")
-    assert "2 replica(s)" in diverged.stdout
-    assert not {"model.keras", "summary.json"} & set(os.listdir(model_dir))
-    import keras
-    from keras_simclr import resilience
-    checkpoints = os.path.join(model_dir, "checkpoints")
-    for name in os.listdir(checkpoints) if os.path.isdir(checkpoints) else []:
-        checkpoint = keras.saving.load_model(os.path.join(checkpoints, name))  # epochs before
-        assert resilience.non_finite_variables(checkpoint) == [], name
-
-
-def start_pretrain(dataset, model_dir, *args):
-    return subprocess.Popen(
-        [sys.executable, "-m", "apps.pretrain", f"--dataset={dataset}",
-         f"--model_dir={model_dir}", *args, *TINY],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(path, process, seconds=240):
-    deadline = time.time() + seconds
-    while not os.path.exists(path) and time.time() < deadline and process.poll() is None:
-        time.sleep(0.01)
-    assert os.path.exists(path), process.communicate()[1][-3000:]
-
-
-def test_sigterm_saves_the_current_step_and_the_rerun_resumes_there(tmp_path):
-    # SIGTERM ended the run at once (exit 143) with only the last epoch's checkpoint.
-    dataset = write_folder(str(tmp_path / "images"))  # 96 images: 6 steps per epoch
-    model_dir = str(tmp_path / "run")
-    process = start_pretrain(dataset, model_dir, "--epochs=3")
-    wait_for(os.path.join(model_dir, "checkpoints", "ckpt-1.keras"), process)
-    process.send_signal(signal.SIGTERM)  # early in epoch 2
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 75, stderr[-3000:]
-    line = stderr.strip().splitlines()[-1]
-    found = re.fullmatch(r"stopped: SIGTERM received: saved step (\d+) \(epoch 2, step (\d) of 6\) "
-                         rf"to {model_dir}/checkpoints/(ckpt-1-\d\.keras); rerun the same "
-                         r"command to resume there", line)
-    assert found, line
-    step, batch, name = int(found[1]), int(found[2]), found[3]
-    assert step == 6 + batch and name == f"ckpt-1-{batch}.keras" and 1 <= batch <= 5
-    assert set(os.listdir(os.path.join(model_dir, "checkpoints"))) == {"ckpt-1.keras", name}
-    assert not os.path.exists(os.path.join(model_dir, "model.keras"))
-
-    rerun = run_app("pretrain", f"--dataset={dataset}", f"--model_dir={model_dir}",
-                    "--epochs=3", *TINY)
-    assert (f"resuming from {model_dir}/checkpoints/{name} (epoch 1 done, {batch} steps into "
-            "the next)") in rerun.stdout
-    import keras
-    final = keras.saving.load_model(os.path.join(model_dir, "model.keras"))
-    assert int(final.optimizer.iterations) == 3 * 6  # no step lost or repeated
-
-
-def test_kill_minus_nine_with_save_every_steps_resumes_inside_the_epoch(tmp_path):
-    dataset = write_folder(str(tmp_path / "images"))  # 6 steps per epoch
-    model_dir = str(tmp_path / "run")
-    process = start_pretrain(dataset, model_dir, "--epochs=3", "--save_every_steps=4")
-    wait_for(os.path.join(model_dir, "checkpoints", "ckpt-0-4.keras"), process)
-    process.send_signal(signal.SIGKILL)
-    process.communicate()
-    from keras_simclr.callbacks import checkpoint_position, latest_checkpoint
-    path, _ = latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-    position = checkpoint_position(path)
-    assert position in [(0, 4), (1, 0), (1, 2)], position  # steps 4, 6, 8
-
-    rerun = run_app("pretrain", f"--dataset={dataset}", f"--model_dir={model_dir}",
-                    "--epochs=3", "--save_every_steps=4", *TINY)
-    assert f"resuming from {path}" in rerun.stdout
-    import keras
-    final = keras.saving.load_model(os.path.join(model_dir, "model.keras"))
-    assert int(final.optimizer.iterations) == 3 * 6
-
-
 def test_export_refuses_a_model_with_non_finite_weights(pretrained, tmp_path):
-    import keras
-
     _, model_dir, _ = pretrained
     broken = tmp_path / "broken"
     broken.mkdir()

@@ -196,19 +196,23 @@ def test_bad_sources_end_with_one_error_line_and_write_nothing(case, tmp_path):
     assert not [p for p in os.listdir(tmp_path) if ".partial-" in p]
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_import_then_every_app_on_a_folder_of_images(name, tmp_path):
+def _import_app(name, model_dir):
+    return ("import_official", f"--source={source(name)}", f"--model_dir={model_dir}",
+            "--image_size=64")
+
+
+def test_import_then_every_app_on_a_folder_of_images(tmp_path):
+    """The SimCLRv2 release with selective kernels and its projection head through every
+    app that reads a model (the other two releases: the tests below)."""
     from test_apps import run_app, write_folder
 
     dataset = write_folder(str(tmp_path / "images"))
     model_dir = str(tmp_path / "imported")
     stages = [
-        ("import_official", f"--source={source(name)}", f"--model_dir={model_dir}",
-         "--image_size=64"),
+        _import_app("r50_sk1_v2", model_dir),
         ("linear_eval", f"--model_dir={model_dir}", f"--dataset={dataset}", "--batch_size=32"),
         ("finetune", f"--model_dir={model_dir}", f"--dataset={dataset}", "--epochs=1",
-         "--batch_size=32", "--label_fraction=0.5",
-         f"--finetune_from_head_layer={0 if name == 'r50_v1' else 1}"),
+         "--batch_size=32", "--label_fraction=0.5", "--finetune_from_head_layer=1"),
         ("embed", f"--model={model_dir}", f"--dataset={dataset}",
          f"--output={tmp_path / 'x.npz'}", "--batch_size=32"),
         ("export", f"--model_dir={model_dir}", f"--export_dir={tmp_path / 'export'}"),
@@ -217,20 +221,37 @@ def test_import_then_every_app_on_a_folder_of_images(name, tmp_path):
         assert run_app(app, *args).returncode == 0
     assert np.load(tmp_path / "x.npz")["x"].shape == (32, 128)
     config = json.loads((tmp_path / "imported" / "config.json").read_text())
-    assert config["image_size"] == 64 and config["projection_head_imported"] == (name != "r50_v1")
+    assert config["image_size"] == 64 and config["projection_head_imported"]
 
 
-def test_finetuning_from_a_head_the_release_did_not_have_is_refused(tmp_path):
+def test_the_release_without_selective_kernels_imports_and_embeds(tmp_path):
+    from test_apps import run_app, write_folder
+
+    dataset = write_folder(str(tmp_path / "images"), {"train": 16, "test": 8})
+    model_dir = str(tmp_path / "imported")
+    run_app(*_import_app("r50_sk0_v2", model_dir))
+    run_app("embed", f"--model={model_dir}", f"--dataset={dataset}",
+            f"--output={tmp_path / 'x.npz'}", "--batch_size=8")
+    assert np.load(tmp_path / "x.npz")["x"].shape == (8, 128)
+
+
+def test_the_release_without_projection_head_finetunes_from_the_encoder_only(tmp_path):
+    """SimCLRv1 has no projection head: fine-tuning from its layer 1 is refused with a
+    clear line, from layer 0 (the encoder) it trains."""
     from test_apps import run_app, write_folder
 
     dataset = write_folder(str(tmp_path / "images"), {"train": 16, "test": 8})
     model_dir = str(tmp_path / "v1")
-    run_app("import_official", f"--source={source('r50_v1')}", f"--model_dir={model_dir}",
-            "--image_size=64")
+    run_app(*_import_app("r50_v1", model_dir))
+    config = json.loads((tmp_path / "v1" / "config.json").read_text())
+    assert not config["projection_head_imported"]
     result = run_app("finetune", f"--model_dir={model_dir}", f"--dataset={dataset}",
                      "--finetune_from_head_layer=1", check=False)
     assert result.returncode == 2
     assert "imported from a release without projection head" in result.stderr
+    run_app("finetune", f"--model_dir={model_dir}", f"--dataset={dataset}", "--epochs=1",
+            "--batch_size=8", "--label_fraction=0.5", "--finetune_from_head_layer=0")
+    assert os.path.exists(os.path.join(model_dir, "finetune_0.5", "result.json"))
 
 
 def test_model_dir_may_be_an_existing_empty_directory(tmp_path):

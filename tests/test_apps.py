@@ -64,12 +64,10 @@ def pretrained(tmp_path_factory):
 @pytest.fixture(scope="module")
 def exported(pretrained, tmp_path_factory):
     """The shared run exported once, for the quick start, serving and map tests; returns the
-    directory the export was made in, the export and the app's output."""
+    export's directory (alone in its parent) and the app's output."""
     _, model_dir, _ = pretrained
-    parent = tmp_path_factory.mktemp("export")
-    export_dir = str(parent / "exported")
-    return parent, export_dir, run_app("export", f"--model_dir={model_dir}",
-                                       f"--export_dir={export_dir}")
+    export_dir = str(tmp_path_factory.mktemp("export") / "exported")
+    return export_dir, run_app("export", f"--model_dir={model_dir}", f"--export_dir={export_dir}")
 
 
 def test_pretrain_writes_checkpoints_logs_model_and_summary(pretrained):
@@ -89,7 +87,7 @@ def test_quick_start_commands_print_a_few_readable_lines(pretrained, exported):
     # The README quick start with tiny settings: pretrain (stdout is a pipe: one line per
     # epoch), linear_eval of the pretrained and of a random-initialised encoder, export.
     dataset, model_dir, pretrain = pretrained
-    _, export_dir, export = exported
+    export_dir, export = exported
     consoles = {"pretrain": pretrain}
     consoles["linear_eval"] = run_app("linear_eval", f"--model_dir={model_dir}")
     result = json.load(open(os.path.join(model_dir, "linear_eval.json")))
@@ -135,8 +133,8 @@ def test_linear_eval_full_and_knn_eval(pretrained):
 
 def test_export_reload_and_embed_agree(pretrained, exported, tmp_path):
     dataset, model_dir, _ = pretrained
-    parent, export_dir, _ = exported
-    assert os.listdir(parent) == ["exported"]  # no staging directory left behind
+    export_dir, _ = exported
+    assert os.listdir(os.path.dirname(export_dir)) == ["exported"]  # no staging left behind
     served = tf.saved_model.load(export_dir).signatures["serving_default"]
     images = np.random.default_rng(0).integers(0, 256, (3, 40, 24, 3), np.uint8)
     assert served(images=tf.constant(images))["embedding"].shape == (3, 64)  # 512 * 0.125
@@ -241,7 +239,7 @@ def test_neighbors_frames_the_queries(pretrained, tmp_path):
 
 def test_map_of_embeddings(pretrained, exported, tmp_path):
     dataset, model_dir, _ = pretrained
-    _, export_dir, _ = exported
+    export_dir, _ = exported
     out = str(tmp_path / "map.png")
     run_app("map", f"--model_dir={model_dir}", "--size=200", "--thumbnails=3", f"--output={out}")
     picture = np.asarray(Image.open(out).convert("RGB"))

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from keras_simclr import backbones, official
 from keras_simclr.export import export_encoder
+from test_apps import run_app, write_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "official")
@@ -182,8 +183,6 @@ def _mismatched(tmp_path):
 @pytest.mark.parametrize("case", [_not_a_saved_model, _another_saved_model,
                                   _v1_asked_for_its_head, _truncated, _mismatched])
 def test_bad_sources_end_with_one_error_line_and_write_nothing(case, tmp_path):
-    from test_apps import run_app
-
     path, flags, message = case(tmp_path)
     model_dir = tmp_path / "imported"
     result = run_app("import_official", f"--source={path}", f"--model_dir={model_dir}",
@@ -204,8 +203,6 @@ def _import_app(name, model_dir):
 def test_import_then_every_app_on_a_folder_of_images(tmp_path):
     """The SimCLRv2 release with selective kernels and its projection head through every
     app that reads a model (the other two releases: the tests below)."""
-    from test_apps import run_app, write_folder
-
     dataset = write_folder(str(tmp_path / "images"))
     model_dir = str(tmp_path / "imported")
     stages = [
@@ -225,8 +222,6 @@ def test_import_then_every_app_on_a_folder_of_images(tmp_path):
 
 
 def test_the_release_without_selective_kernels_imports_and_embeds(tmp_path):
-    from test_apps import run_app, write_folder
-
     dataset = write_folder(str(tmp_path / "images"), {"train": 16, "test": 8})
     model_dir = str(tmp_path / "imported")
     run_app(*_import_app("r50_sk0_v2", model_dir))
@@ -238,8 +233,6 @@ def test_the_release_without_selective_kernels_imports_and_embeds(tmp_path):
 def test_the_release_without_projection_head_finetunes_from_the_encoder_only(tmp_path):
     """SimCLRv1 has no projection head: fine-tuning from its layer 1 is refused with a
     clear line, from layer 0 (the encoder) it trains."""
-    from test_apps import run_app, write_folder
-
     dataset = write_folder(str(tmp_path / "images"), {"train": 16, "test": 8})
     model_dir = str(tmp_path / "v1")
     run_app(*_import_app("r50_v1", model_dir))

@@ -4,12 +4,12 @@ Each app defines only the flag groups it uses. `run(main)` wraps an app's main s
 bad flag value, missing data or an unreadable checkpoint ends with one `error: ...` line on
 stderr and exit status 2 instead of a traceback; a NaN or infinite loss or model with one
 `error: ...` line and status 3; SIGTERM or SIGINT during training, after a checkpoint at the
-current step, with one line and status 75 (`keras_simclr.resilience`; `resilient` adds its
+current step, with one line and status 75 (`keras_simclr.training.resilience`; `resilient` adds its
 callbacks to an app's `fit`).
 
 The console: apps print one plain line per stage to stdout (`say`); absl's and TensorFlow's
 Python INFO logs are off unless `-v 0` (`--verbosity=0`) or `KERAS_SIMCLR_DEBUG=1` is given
-(keras_simclr._runtime quiets TensorFlow's C++ start-up lines the same way), and a Python
+(keras_simclr.utils.runtime quiets TensorFlow's C++ start-up lines the same way), and a Python
 warning is one `warning: ...` line.
 """
 import json
@@ -22,10 +22,12 @@ import keras
 import tensorflow as tf
 from absl import app, flags, logging
 
-from keras_simclr import _runtime, data, evaluation, resilience, storage
-from keras_simclr.augment import LEGACY_RESIZE_METHOD
-from keras_simclr.callbacks import EpochCheckpoint, latest_checkpoint
-from keras_simclr.storage import write_json  # noqa: F401  (the apps' common.write_json)
+from keras_simclr import data, evaluation
+from keras_simclr.utils import runtime as _runtime, storage
+from keras_simclr.training import resilience
+from keras_simclr.views.augment import LEGACY_RESIZE_METHOD
+from keras_simclr.training.callbacks import EpochCheckpoint, latest_checkpoint
+from keras_simclr.utils.storage import write_json  # noqa: F401  (the apps' common.write_json)
 
 FLAGS = flags.FLAGS
 MODEL_FILE = "model.keras"

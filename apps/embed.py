@@ -13,8 +13,9 @@ from absl import flags
 from apps import common
 import tensorflow as tf  # noqa: E402  (after apps.common, which sets the runtime flags first)
 
-from keras_simclr import data, evaluation, storage
-from keras_simclr.export import read_metadata
+from keras_simclr import data, evaluation
+from keras_simclr.utils import storage
+from keras_simclr.exchange.export import read_metadata
 
 FLAGS = flags.FLAGS
 common.define_data_flags(("split",))

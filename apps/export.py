@@ -6,14 +6,14 @@ float32 images in [0, 1] beside it). With `--classifier_dir`, the Dense layer of
 fine-tuned or linear-evaluation `LinearClassifier` (`classifier.keras`) is exported too and
 the signatures also return "logits". The export is written aside, reloaded, checked
 against the Keras model and only then moved into place (renamed on local disks and HDFS;
-copied, not atomically, on object stores such as gs://: see keras_simclr/export.py).
+copied, not atomically, on object stores such as gs://: see keras_simclr/exchange/export.py).
 """
 import os
 
 from absl import flags
 
 from apps import common
-from keras_simclr.export import export_encoder
+from keras_simclr.exchange.export import export_encoder
 
 FLAGS = flags.FLAGS
 common.define_model_dir_flag()

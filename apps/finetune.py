@@ -14,7 +14,8 @@ from absl import flags
 from apps import classify, common
 import keras  # noqa: E402  (after apps.common, which sets the runtime flags first)
 
-from keras_simclr import LinearClassifier, data, evaluation, storage
+from keras_simclr import LinearClassifier, data, evaluation
+from keras_simclr.utils import storage
 
 FLAGS = flags.FLAGS
 common.define_data_flags(("train_split", "eval_split"))

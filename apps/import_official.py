@@ -50,7 +50,7 @@ def _write_model_dir(model, config: dict, model_dir: str) -> None:
     """
     import tensorflow as tf
 
-    from keras_simclr import storage
+    from keras_simclr.utils import storage
 
     atomic = storage.has_atomic_rename(model_dir)
     name = os.path.basename(model_dir.rstrip("/"))
@@ -78,7 +78,7 @@ def main(argv):
     del argv
     import tensorflow as tf
 
-    from keras_simclr import official
+    from keras_simclr.exchange import official
 
     model_dir = FLAGS.model_dir
     if tf.io.gfile.exists(model_dir) and tf.io.gfile.listdir(model_dir):

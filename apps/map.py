@@ -11,7 +11,8 @@ from absl import flags
 
 from apps import common
 from apps import embed as embed_app  # its flags: --model, --output, --split, --image_size, ...
-from keras_simclr import data, evaluation, viz
+from keras_simclr import data, evaluation
+from keras_simclr.evaluation import viz
 
 FLAGS = flags.FLAGS
 flags.DEFINE_alias("model_dir", "model")

@@ -8,7 +8,8 @@ import numpy as np
 from absl import flags
 
 from apps import common
-from keras_simclr import data, evaluation, viz
+from keras_simclr import data, evaluation
+from keras_simclr.evaluation import viz
 
 FLAGS = flags.FLAGS
 common.define_data_flags(("split",))

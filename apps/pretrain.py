@@ -23,13 +23,13 @@ from apps import common, recipe_flags
 import keras  # noqa: E402  (after apps.common, which sets the runtime flags first)
 import tensorflow as tf  # noqa: E402
 
-from keras_simclr import (build_simclr, data, distribute, optimizers, precision, resilience,
-                          storage)
-from keras_simclr.callbacks import (EpochCheckpoint, Throughput, checkpoint_position,
-                                    latest_checkpoint)
+from keras_simclr import build_simclr, data, optimizers
+from keras_simclr.training import distribute, precision, resilience
+from keras_simclr.utils import storage
+from keras_simclr.training.callbacks import (EpochCheckpoint, Throughput,
+                                             checkpoint_position, latest_checkpoint)
 
 FLAGS = flags.FLAGS
-_PREDEFINED = set(FLAGS)  # absl's own flags, not recorded in config.json
 common.define_data_flags(("train_split",))
 common.define_model_dir_flag()
 recipe_flags.define_recipe_flags()
@@ -166,10 +166,15 @@ def announce(plan: Plan) -> None:
                f"{FLAGS.model_dir}")
 
 
+def _defined_by_absl(name: str) -> bool:
+    """absl's own flags (logging, --help and its kin, --only_check_flags): not the recipe."""
+    return (FLAGS.find_module_defining_flag(name) or "").startswith("absl.")
+
+
 def run_config(plan: Plan) -> dict:
     """What config.json records: the flags of this app and what they resolved to."""
     config = {name: FLAGS[name].value for name in FLAGS
-              if name not in _PREDEFINED and name not in ("verbose", "json")}
+              if not _defined_by_absl(name) and name not in ("verbose", "json")}
     config.update(dataset=plan.dataset, replicas=plan.strategy.num_replicas_in_sync,
                   global_bn=plan.global_bn, dtype_policy=plan.dtype_policy)
     return config

@@ -15,10 +15,13 @@ parsed (`backbones.register_family`, `losses.register_objective`,
 from absl import flags
 
 from apps import common
-from keras_simclr import backbones, crop, losses, optimizers, precision, views
-from keras_simclr.augment import BRIGHTNESS_MODES
+from keras_simclr import losses, optimizers, views
+from keras_simclr.networks import backbones
+from keras_simclr.views import crop
+from keras_simclr.training import precision
+from keras_simclr.views.augment import BRIGHTNESS_MODES
 from keras_simclr.data import originals
-from keras_simclr.registry import declared_parameters
+from keras_simclr.utils.registry import declared_parameters
 
 FLAGS = flags.FLAGS
 

@@ -9,7 +9,8 @@ import numpy as np
 from absl import flags
 
 from apps import common, recipe_flags
-from keras_simclr import data, viz
+from keras_simclr import data
+from keras_simclr.evaluation import viz
 
 FLAGS = flags.FLAGS
 common.define_data_flags(("split",))

@@ -163,7 +163,7 @@ def run_pretrain(args, model_dir, epochs, steps_per_epoch, extra=()):
 
 def calibrate(args, recipe, full_steps):
     """Steady steps/s and the fixed cost (s) of an apps.pretrain run with these flags."""
-    from keras_simclr.multicrop import views_per_image
+    from keras_simclr.views.multicrop import views_per_image
 
     views_per_step = views_per_image(recipe.small_views) * recipe.batch_size
     steps = min(math.ceil(args.calibration_views / views_per_step), full_steps)

@@ -57,7 +57,7 @@ def measure(args) -> dict:
     import keras_simclr  # noqa: F401  (before TensorFlow: sets its runtime flags)
     import numpy as np
     import tensorflow as tf
-    from keras_simclr.augment import SimCLRAugment
+    from keras_simclr.views.augment import SimCLRAugment
 
     rng = np.random.default_rng(0)
     shape = (args.batch_size, args.image_size, args.image_size, 3)

@@ -23,7 +23,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from bench import common  # noqa: E402
-from keras_simclr import backbones, conv  # noqa: E402
+from keras_simclr.networks import backbones, conv  # noqa: E402
 
 SECTION = "## Convolutions of the train step, one by one (bench/conv_layers.py)"
 HEADER = ("| date | CPU | cores | command | model | Conv2D s/step | SmallMapConv2D s/step "

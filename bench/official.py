@@ -4,7 +4,7 @@ The same official SavedModel (a ResNet-50 1x as released: `tools/make_official_f
 --bench_dir=DIR` writes one with random weights) is timed two ways in one process, the
 variants interleaved round by round (their order rotated): loaded with
 `tf.saved_model.load` and called as the official colabs do (`model(images,
-trainable=False)["final_avg_pool"]`), and imported with `keras_simclr.official.load` into
+trainable=False)["final_avg_pool"]`), and imported with `keras_simclr.exchange.official.load` into
 this project's encoder, in float32 and under the mixed_bfloat16 policy (the official
 SavedModel is a float32 graph and has no bfloat16 variant). Each variant embeds --steps
 batches of --batch_size 224 px images per round; the first round warms up (tracing) and
@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from bench import common  # noqa: E402
-from keras_simclr import official  # noqa: E402
+from keras_simclr.exchange import official  # noqa: E402
 
 SECTION = "## Imported official models: embedding speed (bench/official.py)"
 COLUMNS = ("date", "CPU", "cores", "command", "model", "batch",

@@ -37,7 +37,7 @@ mixed_bfloat16 is slower than float32, so measure it with few steps at a small b
     python bench/throughput.py --batch_size=64 --steps=3 --rounds=3 --skip_end_to_end
 
 `--guard_overhead` measures instead what apps.pretrain's non-finite guard and preemption
-callbacks (`keras_simclr.resilience`) add to a step: whole `fit` calls of --steps steps on
+callbacks (`keras_simclr.training.resilience`) add to a step: whole `fit` calls of --steps steps on
 views in memory, with the callbacks the app had before them (`Throughput`) and with them
 added, alternating in --rounds rounds; the ratio of the median CPU seconds per step. Each
 `fit` is one epoch, so the guard's weight check at the end of an epoch is counted against
@@ -61,8 +61,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from bench import common  # noqa: E402
-from keras_simclr import (  # noqa: E402
-    ProjectionHead, SimCLRAugment, backbones, build_simclr, conv, data, optimizers, precision)
+from keras_simclr import ProjectionHead, SimCLRAugment, build_simclr, data, optimizers  # noqa: E402
+from keras_simclr.networks import backbones, conv
+from keras_simclr.training import precision
 
 SECTION = "## Pretraining throughput (bench/throughput.py)"
 HEADER = ("| date | CPU | cores | command | precision | bf16 support | views/s end to end "
@@ -82,7 +83,7 @@ def parse_args(argv):
                         help="timed steps per measurement (per round for the train step)")
     parser.add_argument("--warmup_steps", type=int, default=3)
     parser.add_argument("--precisions", default="float32,mixed_bfloat16",
-                        help="comma-separated Keras dtype policies (keras_simclr.precision)")
+                        help="comma-separated Keras dtype policies (keras_simclr.training.precision)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternating rounds of train-step measurements per precision")
     parser.add_argument("--augment_in", default="data", choices=["data", "model"])
@@ -371,8 +372,8 @@ def guard_overhead_main(args) -> dict:
     """Time `fit` without and with `NonFiniteGuard` + `Preemption`, alternating; record."""
     import tempfile
 
-    from keras_simclr import resilience
-    from keras_simclr.callbacks import EpochCheckpoint, Throughput
+    from keras_simclr.training import resilience
+    from keras_simclr.training.callbacks import EpochCheckpoint, Throughput
 
     in_memory = in_memory_views(args)
     model = build_model(args, augment_in_model=False)

@@ -33,7 +33,7 @@ from typing import NamedTuple, Protocol, Sequence, runtime_checkable
 import keras
 import tensorflow as tf
 
-from keras_simclr.registry import Registry
+from keras_simclr.utils.registry import Registry
 
 # Subtracted from an anchor's similarity to itself; exp() of it is exactly zero in float32,
 # without the NaN gradients that -inf would produce.

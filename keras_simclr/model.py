@@ -14,7 +14,7 @@ projections; Keras sums the gradients across replicas and does not divide a loss
 `train_step` by the number of replicas, so the step differentiates `loss / replicas`, which
 makes the summed gradient that of the global mean.
 
-With `chunk_size`, the step uses gradient caching (`keras_simclr.gradient_cache`): the same
+With `chunk_size`, the step uses gradient caching (`keras_simclr.training.gradient_cache`): the same
 loss and gradient as a plain step (exactly, without BN) with the memory of `chunk_size`
 views, so batches of thousands fit on one machine.
 
@@ -32,12 +32,14 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from keras_simclr import backbones, gradient_cache, losses
-from keras_simclr.augment import CROP_PREFIX, dict_prefix, to_float_images, views_from_dict
-from keras_simclr.keras_compat import DistributedFitMixin, step_logs
-from keras_simclr.heads import ProjectionHead
-from keras_simclr.views import CropViewMaker, ViewMaker, make_views
-
+from keras_simclr import losses
+from keras_simclr.evaluation.online_probe import online_probe, probe_loss_terms
+from keras_simclr.networks import backbones
+from keras_simclr.networks.heads import ProjectionHead
+from keras_simclr.training import gradient_cache
+from keras_simclr.training.keras_compat import DistributedFitMixin, step_logs
+from keras_simclr.views.makers import ViewMaker, views_of_input
+from keras_simclr.views.view_dict import first_view, to_float_images
 
 # Arguments of the objective, not of SimCLR: a saved config that carries them still loads
 # (`from_config` builds the NTXent they describe); a call that passes them gets a TypeError
@@ -57,6 +59,36 @@ def _size_groups(views):
              else views[indices[0]]) for indices in groups]
 
 
+def _per_view(groups, outputs):
+    """The rows of each group's output split back into one tensor per view, in view order."""
+    per_view = {}
+    for (indices, _), output in zip(groups, outputs):
+        per_view.update(zip(indices, tf.split(output, len(indices), axis=0)))
+    return [per_view[index] for index in sorted(per_view)]
+
+
+def _check_no_objective_arguments(kwargs):
+    for name in _OBJECTIVE_ARGUMENTS:
+        if name in kwargs:
+            raise TypeError(f"SimCLR takes no {name}=: it belongs to the objective, "
+                            f"e.g. SimCLR(encoder, loss=keras_simclr.losses.NTXent("
+                            f"{name}={kwargs[name]!r}))")
+
+
+def _config_with_objective(config):
+    """A saved config whose objective is described by its arguments (older releases) with
+    the `loss` they describe instead; every nested object deserialized."""
+    config = dict(config)
+    legacy = {name: config.pop(name) for name in _OBJECTIVE_ARGUMENTS if name in config}
+    if "loss" not in config:
+        legacy = {name: value for name, value in legacy.items() if value is not None}
+        config["loss"] = losses.NTXent(**legacy)
+    for key in ("encoder", "head", "augmenter", "loss"):
+        if isinstance(config.get(key), dict):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+    return config
+
+
 @keras.saving.register_keras_serializable(package="keras_simclr")
 class SimCLR(DistributedFitMixin, keras.Model):
     """Contrastive pretraining of `encoder` through `head`; see the module docstring.
@@ -73,35 +105,21 @@ class SimCLR(DistributedFitMixin, keras.Model):
         chunk_size: views per encoder pass with gradient caching (None: one pass).
     """
 
-    def __init__(
-        self,
-        encoder: keras.Model,
-        head: keras.layers.Layer | None = None,
-        augmenter=None,
-        *,
-        probe_classes: int | None = None,
-        loss: losses.Objective | None = None,
-        chunk_size: int | None = None,
-        **kwargs,
-    ):
-        for name in _OBJECTIVE_ARGUMENTS:
-            if name in kwargs:
-                raise TypeError(f"SimCLR takes no {name}=: it belongs to the objective, "
-                                f"e.g. SimCLR(encoder, loss=keras_simclr.losses.NTXent("
-                                f"{name}={kwargs[name]!r}))")
+    def __init__(self, encoder: keras.Model, head: keras.layers.Layer | None = None,
+                 augmenter=None, *, probe_classes: int | None = None,
+                 loss: losses.Objective | None = None, chunk_size: int | None = None,
+                 **kwargs):
+        _check_no_objective_arguments(kwargs)
         super().__init__(**kwargs)
-        loss = losses.NTXent() if loss is None else loss
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         self.encoder = encoder
         self.head = head if head is not None else ProjectionHead()
         self.augmenter = augmenter
-        self.objective = loss
+        self.objective = losses.NTXent() if loss is None else loss
         self.chunk_size = chunk_size
         self.probe_classes = probe_classes
-        self.probe = (
-            keras.layers.Dense(probe_classes, name="probe") if probe_classes else None
-        )
+        self.probe = online_probe(probe_classes) if probe_classes else None
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.top1_tracker = keras.metrics.Mean(name="contrastive_acc")
         self.top5_tracker = keras.metrics.Mean(name="contrastive_top5")
@@ -110,8 +128,7 @@ class SimCLR(DistributedFitMixin, keras.Model):
         self.probe_accuracy = keras.metrics.SparseCategoricalAccuracy(name="probe_acc")
 
     def build(self, input_shape):
-        if isinstance(input_shape, dict):
-            input_shape = views_from_dict(input_shape, dict_prefix(input_shape))[0]
+        input_shape = first_view(input_shape)
         if isinstance(self.augmenter, ViewMaker):
             size = self.augmenter.image_size
             input_shape = (input_shape[0], size, size, 3)
@@ -129,69 +146,40 @@ class SimCLR(DistributedFitMixin, keras.Model):
         return metrics
 
     def call(self, images, training=False):
-        if isinstance(images, dict):  # the views input (Keras builds with it under a strategy)
-            images = views_from_dict(images, dict_prefix(images))[0]
-        return self.encoder(to_float_images(images), training=training)
-
-    def _views(self, x):
-        if isinstance(x, dict) and dict_prefix(x) == CROP_PREFIX:
-            if not isinstance(self.augmenter, CropViewMaker):
-                raise ValueError("crops {'crop_1': ..., ...} need a model whose augmenter "
-                                 "makes views of crops (a views.CropViewMaker with "
-                                 "views_of_crops)")
-            return list(self.augmenter.views_of_crops(views_from_dict(x, CROP_PREFIX)))
-        if isinstance(x, dict):
-            return [to_float_images(v) for v in views_from_dict(x)]
-        if self.augmenter is None:
-            raise ValueError(
-                "this SimCLR model has no augmenter: feed {'view_1': ..., 'view_2': ...}"
-            )
-        return make_views(self.augmenter, x)
-
-    def _clean_images(self, x):
-        """Un-augmented images at the views' size, for judging the probe."""
-        images = to_float_images(x)
-        if not isinstance(self.augmenter, ViewMaker):
-            return images
-        size = self.augmenter.image_size
-        return tf.image.resize(images, [size, size])
+        # A views dict is the input Keras builds the model with under a strategy.
+        return self.encoder(to_float_images(first_view(images)), training=training)
 
     def _forward(self, views, training):
-        """(h, z): one encoder pass per view size; z in float32 for the objective."""
+        """(h, z): one encoder pass; z in float32 for the objective."""
         h = self.encoder(views, training=training)
         return h, tf.cast(self.head(h, training=training), tf.float32)
 
     def _project(self, views, training):
         """(projections of every view, h of the first view), one pass per view size."""
-        projections = [None] * len(views)
-        first_h = None
-        for indices, stacked in _size_groups(views):
-            h, z = self._forward(stacked, training)
-            for index, z_view in zip(indices, tf.split(z, len(indices), axis=0)):
-                projections[index] = z_view
-            if indices[0] == 0:
-                first_h = tf.split(h, len(indices), axis=0)[0]
-        return projections, first_h
+        groups = _size_groups(views)
+        outputs = [self._forward(stacked, training) for _, stacked in groups]
+        first_h = tf.split(outputs[0][0], len(groups[0][0]), axis=0)[0]
+        return _per_view(groups, [z for _, z in outputs]), first_h
 
-    def _probe_loss(self, h, y):
-        """Masked cross-entropy of the probe on stop_gradient(h); labels < 0 ignored."""
-        y = tf.cast(tf.reshape(y, [-1]), tf.int32)
-        logits = tf.cast(self.probe(tf.stop_gradient(h)), tf.float32)
-        mask = tf.cast(y >= 0, tf.float32)
-        safe_y = tf.maximum(y, 0)
-        per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_y, logits=logits)
-        loss = tf.reduce_sum(per_example * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
-        return loss, logits, safe_y, mask
+    def _probe_h(self, x, h_view):
+        """h to judge the probe on: of the clean images resized to the views' size when the
+        model has images, else of the first view."""
+        if isinstance(x, dict):
+            return h_view
+        images = to_float_images(x)
+        if isinstance(self.augmenter, ViewMaker):
+            size = self.augmenter.image_size
+            images = tf.image.resize(images, [size, size])
+        return self.encoder(images, training=False)
 
-    def _update_metrics(self, terms, loss):
+    def _update_metrics(self, terms, loss, probe_terms):
         self.loss_tracker.update_state(loss)
         self.top1_tracker.update_state(losses.contrastive_accuracy(terms.logits, terms.labels, 1))
         self.top5_tracker.update_state(losses.contrastive_accuracy(terms.logits, terms.labels, 5))
-
-    def _update_probe_metrics(self, probe_terms):
-        probe_loss, probe_logits, y_true, mask = probe_terms
-        self.probe_loss_tracker.update_state(probe_loss)
-        self.probe_accuracy.update_state(y_true, probe_logits, sample_weight=mask)
+        if probe_terms is not None:
+            probe_loss, probe_logits, y_true, mask = probe_terms
+            self.probe_loss_tracker.update_state(probe_loss)
+            self.probe_accuracy.update_state(y_true, probe_logits, sample_weight=mask)
 
     def _ensure_built(self, x):
         # Without a distribution strategy Keras defers building to the first trace of
@@ -203,19 +191,16 @@ class SimCLR(DistributedFitMixin, keras.Model):
         return self.encoder.trainable_variables + self.head.trainable_variables
 
     def _plain_gradients(self, views, y, replicas):
-        """One tape over the whole batch: (gradients, loss, terms, probe terms or None)."""
+        """One tape over the whole batch: (variables, gradients, loss, terms, probe terms)."""
         with tf.GradientTape() as tape:
             projections, h = self._project(views, training=True)
             terms = self.objective(projections)
             loss = self.objective.loss(terms)
-            total = loss
-            probe_terms = None
-            if y is not None:
-                probe_terms = self._probe_loss(h, y)
-                total = total + probe_terms[0]
+            probe_terms = None if y is None else probe_loss_terms(self.probe, h, y)
+            total = loss if y is None else loss + probe_terms[0]
             scaled = self.optimizer.scale_loss(total / replicas)
         variables = self._contrastive_variables()
-        if probe_terms is not None:
+        if y is not None:
             variables = variables + self.probe.trainable_variables
         return variables, tape.gradient(scaled, variables), loss, terms, probe_terms
 
@@ -224,11 +209,7 @@ class SimCLR(DistributedFitMixin, keras.Model):
         groups = _size_groups(views)
 
         def loss_fn(group_outputs):
-            projections = [None] * len(views)
-            for (indices, _), z in zip(groups, group_outputs):
-                for index, z_view in zip(indices, tf.split(z, len(indices), axis=0)):
-                    projections[index] = z_view
-            terms = self.objective(projections)
+            terms = self.objective(_per_view(groups, group_outputs))
             loss = self.objective.loss(terms)
             return self.optimizer.scale_loss(loss / replicas), (loss, terms)
 
@@ -237,70 +218,51 @@ class SimCLR(DistributedFitMixin, keras.Model):
         gradients, _, (loss, terms), extras = gradient_cache.cached_gradients(
             lambda x: self._forward(x, training=True)[::-1], [g for _, g in groups],
             loss_fn, variables, self.chunk_size, state_variables=state)
-        probe_terms = None
-        if y is not None:
-            first_h = tf.split(extras[0], len(groups[0][0]), axis=0)[0]
-            with tf.GradientTape() as tape:
-                probe_terms = self._probe_loss(first_h, y)
-                scaled = self.optimizer.scale_loss(probe_terms[0] / replicas)
-            variables = variables + self.probe.trainable_variables
-            gradients = gradients + tape.gradient(scaled, self.probe.trainable_variables)
-        return variables, gradients, loss, terms, probe_terms
+        if y is None:
+            return variables, gradients, loss, terms, None
+        with tf.GradientTape() as tape:
+            first_h = tf.split(extras[0], len(groups[0][0]))[0]
+            probe_terms = probe_loss_terms(self.probe, first_h, y)
+            scaled = self.optimizer.scale_loss(probe_terms[0] / replicas)
+        gradients = gradients + tape.gradient(scaled, self.probe.trainable_variables)
+        return variables + self.probe.trainable_variables, gradients, loss, terms, probe_terms
 
     def train_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         self._ensure_built(x)
-        if self.probe is None:
-            y = None
+        y = None if self.probe is None else y
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        views = self._views(x)
         step = self._cached_gradients if self.chunk_size else self._plain_gradients
-        variables, gradients, loss, terms, probe_terms = step(views, y, replicas)
+        variables, gradients, loss, terms, probe_terms = step(
+            views_of_input(self.augmenter, x), y, replicas)
         self.optimizer.apply(gradients, variables)
-
-        self._update_metrics(terms, loss)
+        self._update_metrics(terms, loss, probe_terms)
         self.lr_tracker.update_state(self.optimizer.learning_rate)
-        if probe_terms is not None:
-            self._update_probe_metrics(probe_terms)
         return step_logs({m.name: m.result() for m in self.metrics})
 
     def test_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         self._ensure_built(x)
-        projections, h_view = self._project(self._views(x), training=False)
+        projections, h_view = self._project(views_of_input(self.augmenter, x), training=False)
         terms = self.objective(projections)
-        self._update_metrics(terms, self.objective.loss(terms))
+        probe_terms = None
         if self.probe is not None and y is not None:
-            # The probe is judged on the clean images when the model has them.
-            h = h_view if isinstance(x, dict) else self.encoder(
-                self._clean_images(x), training=False
-            )
-            self._update_probe_metrics(self._probe_loss(h, y))
+            probe_terms = probe_loss_terms(self.probe, self._probe_h(x, h_view), y)
+        self._update_metrics(terms, self.objective.loss(terms), probe_terms)
         return step_logs({m.name: m.result() for m in self.metrics if m is not self.lr_tracker})
 
     def get_config(self):
         config = super().get_config()
         config.update(
-            encoder=keras.saving.serialize_keras_object(self.encoder),
-            head=keras.saving.serialize_keras_object(self.head),
-            augmenter=keras.saving.serialize_keras_object(self.augmenter),
-            loss=keras.saving.serialize_keras_object(self.objective),
-            chunk_size=self.chunk_size,
-            probe_classes=self.probe_classes,
-        )
+            {key: keras.saving.serialize_keras_object(value) for key, value in
+             [("encoder", self.encoder), ("head", self.head), ("augmenter", self.augmenter),
+              ("loss", self.objective)]},
+            chunk_size=self.chunk_size, probe_classes=self.probe_classes)
         return config
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        legacy = {name: config.pop(name) for name in _OBJECTIVE_ARGUMENTS if name in config}
-        if "loss" not in config:  # the objective described by its arguments instead
-            legacy = {name: value for name, value in legacy.items() if value is not None}
-            config["loss"] = losses.NTXent(**legacy)
-        for key in ("encoder", "head", "augmenter", "loss"):
-            if isinstance(config.get(key), dict):
-                config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
+        return cls(**_config_with_objective(config))
 
 
 def build_simclr(*, backbone: str = "resnet18", stem: str = "imagenet",

@@ -15,7 +15,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras_simclr  # noqa: E402,F401  (runtime flags before TensorFlow is imported)
-from keras_simclr import distribute  # noqa: E402
+from keras_simclr.training import distribute  # noqa: E402
+from keras_simclr.views.makers import views_of_input  # noqa: E402
 
 
 def main(chunk_size):
@@ -36,7 +37,7 @@ def main(chunk_size):
 
     def step(x, chunk):
         model.chunk_size = chunk
-        views = model._views(x)
+        views = views_of_input(model.augmenter, x)
         method = model._cached_gradients if chunk else model._plain_gradients
         _, gradients, loss, _, _ = method(views, None, strategy.num_replicas_in_sync)
         return gradients, loss

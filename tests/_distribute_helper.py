@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras_simclr  # noqa: E402,F401  (sets the TensorFlow runtime flags first)
 from absl import logging  # noqa: E402
 
-from keras_simclr import distribute  # noqa: E402
+from keras_simclr.training import distribute  # noqa: E402
 
 logging.set_verbosity(logging.INFO)  # make_strategy logs the strategy at INFO
 
@@ -263,7 +263,7 @@ def worker(out_dir, model_dir, epochs, crash_epoch="-1"):
     import keras
     import tensorflow as tf
 
-    from keras_simclr.callbacks import EpochCheckpoint, latest_checkpoint
+    from keras_simclr.training.callbacks import EpochCheckpoint, latest_checkpoint
 
     kind, index = distribute.task_id(strategy)
     dataset = distribute.training_input(strategy, _indexed_views)  # as apps.pretrain

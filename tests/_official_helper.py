@@ -10,7 +10,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras_simclr  # noqa: E402,F401  (sets the TensorFlow runtime flags first)
-from keras_simclr import distribute  # noqa: E402
+from keras_simclr.training import distribute  # noqa: E402
 
 
 def main(source, out_path):
@@ -19,7 +19,7 @@ def main(source, out_path):
     import numpy as np
     import tensorflow as tf
 
-    from keras_simclr import official
+    from keras_simclr.exchange import official
 
     with strategy.scope():
         model, _ = official.load(source)

@@ -11,7 +11,8 @@ import sys
 TESTS = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(TESTS), TESTS]
 
-from keras_simclr import backbones, losses, views  # noqa: E402
+from keras_simclr import losses, views  # noqa: E402
+from keras_simclr.networks import backbones
 from toy_backbone import tiny_convnet  # noqa: E402
 from toy_objective import Alignment  # noqa: E402
 from toy_views import NoisyFlips  # noqa: E402

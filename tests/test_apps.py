@@ -13,7 +13,8 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import blob_images
-from keras_simclr import data, viz
+from keras_simclr import data
+from keras_simclr.evaluation import viz
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--image_size=16", "--width_multiplier=0.125", "--batch_size=16", "--head_depth=2",
@@ -80,7 +81,10 @@ def test_pretrain_writes_checkpoints_logs_model_and_summary(pretrained):
     assert summary["epochs"] == 2 and np.isfinite(summary["loss"])
     assert {"contrastive_acc", "probe_acc", "views_per_s", "wall_time_s"} <= set(summary)
     with open(os.path.join(model_dir, "config.json")) as f:
-        assert json.load(f)["dataset"] == dataset
+        config = json.load(f)
+    assert config["dataset"] == dataset and config["epochs"] == 2
+    # the recipe only: none of absl's own flags (--help and its kin, --only_check_flags)
+    assert not {"?", "help", "helpfull", "helpshort", "helpxml", "only_check_flags"} & set(config)
 
 
 def test_quick_start_commands_print_a_few_readable_lines(pretrained, exported):
@@ -417,7 +421,10 @@ def test_pretrain_flag_choices_are_the_library_registries():
     code = """
 from absl import flags
 from apps import pretrain
-from keras_simclr import augment, backbones, crop, distribute, optimizers
+from keras_simclr import optimizers
+from keras_simclr.views import augment, crop
+from keras_simclr.networks import backbones
+from keras_simclr.training import distribute
 choices = {name: flags.FLAGS[name].parser.enum_values
            for name in ("stem", "strategy", "optimizer", "resize_method", "brightness")}
 assert choices == {"stem": list(backbones.STEMS), "strategy": list(distribute.STRATEGIES),

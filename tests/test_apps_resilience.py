@@ -13,8 +13,8 @@ import time
 
 import keras
 
-from keras_simclr import resilience
-from keras_simclr.callbacks import checkpoint_position, latest_checkpoint
+from keras_simclr.training import resilience
+from keras_simclr.training.callbacks import checkpoint_position, latest_checkpoint
 from test_apps import ROOT, TINY, read_bytes, run_app, write_folder
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_simclr import color
-from keras_simclr.augment import SimCLRAugment
-from keras_simclr.multicrop import MultiCropAugment
+from keras_simclr.views import color
+from keras_simclr.views.augment import SimCLRAugment
+from keras_simclr.views.multicrop import MultiCropAugment
 
 
 @pytest.mark.parametrize("in_size,dtype", [((16, 16), np.uint8), ((40, 24), np.float32)])

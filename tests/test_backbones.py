@@ -3,7 +3,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_simclr import ProjectionHead, backbones, build_simclr, losses
+from keras_simclr import ProjectionHead, build_simclr, losses
+from keras_simclr.networks import backbones
 from toy_backbone import tiny_convnet
 
 backbones.register_family("toy_convnet", tiny_convnet)  # the one line that adds a family

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_simclr.batchnorm import FusedBatchNormalization
+from keras_simclr.networks.batchnorm import FusedBatchNormalization
 
 
 def _train_once(layer, x):

@@ -70,7 +70,7 @@ def test_append_row_migrates_then_appends_and_keeps_other_sections(tmp_path):
 
 def test_encoder_arguments_reach_the_encoder_of_the_benchmarks(capsys):
     from bench import conv_layers, throughput
-    from keras_simclr import backbones
+    from keras_simclr.networks import backbones
 
     preset = ["--width_multiplier=0.5", "--stage_widths=0.5,0.5,0.5,1"]
     for script in (conv_layers, throughput):

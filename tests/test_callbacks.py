@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_simclr import distribute
-from keras_simclr.callbacks import (EpochCheckpoint, Throughput, checkpoint_position,
+from keras_simclr.training import distribute
+from keras_simclr.training.callbacks import (EpochCheckpoint, Throughput, checkpoint_position,
                                     latest_checkpoint)
 
 

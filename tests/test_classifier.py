@@ -5,7 +5,8 @@ import keras
 import numpy as np
 
 from conftest import blob_images
-from keras_simclr import LinearClassifier, ProjectionHead, backbones
+from keras_simclr import LinearClassifier, ProjectionHead
+from keras_simclr.networks import backbones
 
 
 def encoder_state(encoder):

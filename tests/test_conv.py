@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_simclr import backbones, conv
-from keras_simclr.conv import SmallMapConv2D, tap_matrix_1d
+from keras_simclr.networks import backbones, conv
+from keras_simclr.networks.conv import SmallMapConv2D, tap_matrix_1d
 
 CASES = [  # (height, width, in, out, kernel, strides, padding)
     (1, 1, 8, 5, 3, 1, "same"),

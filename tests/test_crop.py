@@ -1,4 +1,4 @@
-"""The random resized crop (keras_simclr/crop.py): whole-pixel boxes and bicubic resizing.
+"""The random resized crop (keras_simclr/views/crop.py): whole-pixel boxes and bicubic resizing.
 
 Bicubic is checked against PIL's BICUBIC, an independent implementation of the same
 definition: Keys' cubic kernel with a = -0.5, pixel centres at half-integers, taps outside
@@ -12,8 +12,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from keras_simclr import crop
-from keras_simclr.augment import SimCLRAugment
+from keras_simclr.views import crop
+from keras_simclr.views.augment import SimCLRAugment
 
 # TensorFlow reads Keys' weights from a table at multiples of 1/1024 pixel. Where the
 # sample positions fall on the table (any box resized to 32 px: output pixel i samples

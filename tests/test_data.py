@@ -14,7 +14,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from keras_simclr import data
-from keras_simclr.augment import SimCLRAugment
+from keras_simclr.views.augment import SimCLRAugment
 from toy_source import ToySource
 
 data.register_source("toy", ToySource)  # the one line that adds a source

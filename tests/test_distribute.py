@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 import keras_simclr  # noqa: F401  (before TensorFlow)
-from keras_simclr import distribute
+from keras_simclr.training import distribute
 
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_distribute_helper.py")
 TIMEOUT = 600  # seconds for any one background run (normally 20-90 s)
@@ -414,7 +414,7 @@ def test_unbuilt_model_fits_views_under_a_strategy():
 def test_step_logs_are_unchanged_outside_multi_worker():
     import tensorflow as tf
 
-    from keras_simclr.keras_compat import step_logs
+    from keras_simclr.training.keras_compat import step_logs
 
     logs = {"loss": tf.constant(1.5)}
     assert step_logs(logs) is logs

@@ -5,7 +5,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_simclr import backbones, evaluation
+from keras_simclr import evaluation
+from keras_simclr.evaluation import linear_probe
+from keras_simclr.networks import backbones
 
 
 def clustered(n_per_class, classes=3, dim=8, seed=0, spread=0.1):
@@ -129,7 +131,7 @@ def test_choose_regularization_fits_on_train_and_scores_a_held_out_part(monkeypa
         calls.append((fit_x, fit_y, held_x, held_y, regularization))
         return {"top1": 0.5}
 
-    monkeypatch.setattr(evaluation, "linear_probe_on_features", fake_probe)
+    monkeypatch.setattr(linear_probe, "linear_probe_on_features", fake_probe)
     chosen = evaluation.choose_regularization(train_x, train_y, ["1e-4", 1e-2, 1e-3])
     assert chosen["regularization"] == 1e-2 and chosen["num_holdout"] == 6
     assert [call[4] for call in calls] == [1e-2, 1e-3, 1e-4]
@@ -141,7 +143,7 @@ def test_choose_regularization_fits_on_train_and_scores_a_held_out_part(monkeypa
 
 def test_choose_regularization_takes_the_best_held_out_score(monkeypatch):
     held_out_top1 = {1e-2: 0.60, 1e-3: 0.71, 1e-4: 0.70}
-    monkeypatch.setattr(evaluation, "linear_probe_on_features",
+    monkeypatch.setattr(linear_probe, "linear_probe_on_features",
                         lambda *args: {"top1": held_out_top1[args[4]]})
     train_x, train_y = clustered(10)
     chosen = evaluation.choose_regularization(train_x, train_y, [1e-4, 1e-3, 1e-2])

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_simclr import (MultiCropAugment, SimCLR, SimCLRAugment, gradient_cache, losses,
-                          multicrop)
+from keras_simclr import MultiCropAugment, SimCLR, SimCLRAugment, losses
+from keras_simclr.training import gradient_cache
+from keras_simclr.views import multicrop
 
 
 def no_bn_simclr(seed=0, augmenter=None, loss=None):

@@ -5,7 +5,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import blob_images
-from keras_simclr import ProjectionHead, SimCLR, SimCLRAugment, backbones, losses
+from keras_simclr import ProjectionHead, SimCLR, SimCLRAugment, losses
+from keras_simclr.networks import backbones
+from keras_simclr.views.makers import views_of_input
 
 
 def tiny_simclr(probe_classes=4, augmenter=True, seed=0):
@@ -67,14 +69,15 @@ def test_crops_from_the_input_pipeline_are_made_into_views_by_the_augmenter():
     images, labels = blob_images(64)
     crops = {"crop_1": images, "crop_2": images[:, ::-1]}
     model = tiny_simclr()
-    views = model._views({key: tf.constant(value) for key, value in crops.items()})
+    views = views_of_input(model.augmenter,
+                           {key: tf.constant(value) for key, value in crops.items()})
     assert [v.shape for v in views] == [(64, 16, 16, 3)] * 2 and views[0].dtype == tf.float32
     assert np.abs(views[0].numpy() - images / 255.0).max() > 0.1  # augmented, not as fed
     model.compile(optimizer="adam")
     history = model.fit(crops, labels, batch_size=32, epochs=1, verbose=0).history
     assert np.isfinite(history["loss"][0])
     with pytest.raises(ValueError, match="views_of_crops"):
-        tiny_simclr(augmenter=False)._views(crops)
+        views_of_input(tiny_simclr(augmenter=False).augmenter, crops)
 
 
 def test_save_and_load_give_identical_outputs(tmp_path):

@@ -121,7 +121,8 @@ def test_a_new_objective_is_one_file_and_one_registry_line(tmp_path):
     an objective without a temperature, given only the arguments it declares."""
     from conftest import blob_images
 
-    from keras_simclr import ProjectionHead, SimCLR, SimCLRAugment, backbones
+    from keras_simclr import ProjectionHead, SimCLR, SimCLRAugment
+    from keras_simclr.networks import backbones
 
     objective = losses.get("toy_alignment", temperature=0.5, scale=2.0)  # as apps.pretrain
     assert isinstance(objective, Alignment) and objective.get_config() == {"scale": 2.0}

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_simclr import backbones, official
-from keras_simclr.export import export_encoder
+from keras_simclr.networks import backbones
+from keras_simclr.exchange import official
+from keras_simclr.exchange.export import export_encoder
 from test_apps import run_app, write_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

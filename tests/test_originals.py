@@ -8,9 +8,9 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_simclr import data
-from keras_simclr.augment import SimCLRAugment
+from keras_simclr.views.augment import SimCLRAugment
 from keras_simclr.data import originals
-from keras_simclr.multicrop import MultiCropAugment
+from keras_simclr.views.multicrop import MultiCropAugment
 
 HEIGHT, WIDTH = 300, 400
 STRIPE = 8  # period, in original pixels, of the stripes in the blue channel

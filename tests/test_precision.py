@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_simclr import ProjectionHead, SimCLR, backbones, losses, precision
+from keras_simclr import ProjectionHead, SimCLR, losses
+from keras_simclr.networks import backbones
+from keras_simclr.training import precision
+from keras_simclr.views.makers import views_of_input
 
 
 @pytest.fixture
@@ -40,8 +43,8 @@ def test_mixed_precision_step_matches_float32(policy, name):
     assert model.encoder.layers[1].variable_dtype == "float32"
     got = model.evaluate(views, batch_size=16, verbose=0, return_dict=True)["loss"]
     assert got == pytest.approx(want, rel=0.02)  # bfloat16 keeps ~3 significant digits
-    terms = model.objective(model._project(model._views(
-        {k: tf.constant(v) for k, v in views.items()}), training=False)[0])
+    terms = model.objective(model._project(views_of_input(
+        None, {k: tf.constant(v) for k, v in views.items()}), training=False)[0])
     assert terms.logits.dtype == tf.float32 and terms.per_anchor.dtype == tf.float32
     history = model.fit(views, batch_size=16, epochs=2, verbose=0).history
     assert np.all(np.isfinite(history["loss"]))

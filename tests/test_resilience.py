@@ -1,5 +1,6 @@
 """Non-finite guard, saving on SIGTERM/SIGINT and every N steps, resuming inside an epoch."""
 import os
+import re
 import signal
 
 import keras
@@ -9,9 +10,10 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import blob_images
-from keras_simclr import NTXent, ProjectionHead, SimCLR, data, optimizers, resilience
-from keras_simclr.callbacks import EpochCheckpoint, checkpoint_position, latest_checkpoint
-from keras_simclr.export import export_encoder
+from keras_simclr import NTXent, ProjectionHead, SimCLR, data, optimizers
+from keras_simclr.training import resilience
+from keras_simclr.training.callbacks import EpochCheckpoint, checkpoint_position, latest_checkpoint
+from keras_simclr.exchange.export import export_encoder
 
 STEPS = 4  # steps per epoch of the tiny runs
 
@@ -235,3 +237,14 @@ def test_a_resume_step_past_a_shorter_epoch_counts_on_into_the_next():
                                   steps_per_epoch=STEPS, verbose=0, shuffle=False)
     assert starts == [10, 12]  # the rest of epoch 3 from its step 3, then epoch 4
     assert int(model.optimizer.iterations) == 2 + STEPS and len(history["loss"]) == 2
+
+
+def test_a_mid_epoch_resume_shows_the_epochs_true_number_and_the_runs_total(capsys):
+    # Resumed 2 steps into epoch 2 of 4, Keras printed "Epoch 2/2" for the rest of it.
+    def dataset_from(start):
+        return tf.data.Dataset.from_tensors((np.ones((2, 4)), np.zeros((2, 2)))).repeat()
+
+    resilience.fit_from(dense_model(), dataset_from, epoch=1, batch=2, epochs=4,
+                        steps_per_epoch=STEPS, verbose=2, shuffle=False)
+    shown = re.findall(r"Epoch (\d+)/(\d+)", capsys.readouterr().out)
+    assert shown == [("2", "4"), ("3", "4"), ("4", "4")]

@@ -3,7 +3,7 @@ import os
 import subprocess
 import sys
 
-from keras_simclr import _runtime
+from keras_simclr.utils import runtime as _runtime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CODE = "import keras_simclr, tensorflow as tf; tf.config.list_physical_devices(); print('ok')"

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_simclr import storage
-from keras_simclr.export import ExportError, export_encoder, read_metadata
-from test_apps import ROOT, TINY, run_app, write_folder
+from keras_simclr.utils import storage
+from keras_simclr.exchange.export import ExportError, export_encoder, read_metadata
+from test_apps import TINY, run_app, write_folder
 
 DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_ram_apps_driver.py")
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from keras_simclr import viz
+from keras_simclr.evaluation import viz
 
 
 def test_sample_across_classes_takes_turns_and_is_seeded():

@@ -7,7 +7,7 @@ pipeline resizes large images whole before it.
 """
 import tensorflow as tf
 
-from keras_simclr.augment import to_float_images
+from keras_simclr.views.view_dict import to_float_images
 
 
 class NoisyFlips:

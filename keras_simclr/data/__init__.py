@@ -9,17 +9,19 @@ Sources (one module each; the registry below maps dataset names to them):
 - any other name (`tfds.py`): a prepared TFDS dataset (`cifar10`, `stl10`, `imagenet2012`,
   ...); `data_dir` is the TFDS data directory.
 
-Pipelines (`pipelines.py`): `pretrain_dataset`, `classifier_dataset`,
+Pipelines (`pipelines.py`, from the decoded, resized, cached and shuffled examples of
+`examples.py`): `pretrain_dataset`, `classifier_dataset`,
 `linear_eval_datasets`, `embed_dataset`, `load`, `labels` and `describe`, all taking the
 dataset string and an optional `tf.distribute.InputContext`. Views of images larger than
 the views are cropped from the originals before batching (`originals.py`).
 
 A new kind of data is one module with a class that has the methods of `Source` (or
 subclasses `ArraySource`) plus one `register_source(name_or_prefix, factory)` line.
+Imports: `utils` and `views` (the view makers that pipelines run).
 """
 from keras_simclr.data.folder import FOLDER_PREFIX, IMAGE_EXTENSIONS, FolderSource
-from keras_simclr.data.pipelines import (CENTRE_CROP_FRACTION, CENTRE_CROP_MIN_SIDE,
-                                         classifier_dataset, describe, embed_dataset,
+from keras_simclr.data.examples import CENTRE_CROP_FRACTION, CENTRE_CROP_MIN_SIDE
+from keras_simclr.data.pipelines import (classifier_dataset, describe, embed_dataset,
                                          labels, linear_eval_datasets, load,
                                          pretrain_dataset)
 from keras_simclr.data.shapes import (DEFAULT_DATASET, SHAPES_CLASSES, SHAPES_IMAGE_SIZE,

@@ -26,8 +26,8 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from keras_simclr.augment import CROP_PREFIX, VIEW_PREFIX, view_keys
-from keras_simclr.views import CropViewMaker
+from keras_simclr.views.view_dict import CROP_PREFIX, VIEW_PREFIX, view_keys
+from keras_simclr.views.makers import CropViewMaker
 
 DEFAULT_CAP = 3.0
 SIZE_SAMPLE = 32  # images decoded to tell whether a dataset's images exceed the views

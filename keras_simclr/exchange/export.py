@@ -33,8 +33,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_simclr import resilience, storage
-from keras_simclr.augment import to_float_images
+from keras_simclr.training import resilience
+from keras_simclr.utils import storage
+from keras_simclr.views.view_dict import to_float_images
 
 METADATA_FILE = "keras_simclr.json"  # image size and outputs, beside saved_model.pb
 SAVED_MODEL_FILE = "saved_model.pb"

@@ -20,9 +20,10 @@ from typing import Callable, Protocol, runtime_checkable
 
 import tensorflow as tf
 
-from keras_simclr.augment import SimCLRAugment
-from keras_simclr.multicrop import multi_crop
-from keras_simclr.registry import Registry
+from keras_simclr.utils.registry import Registry
+from keras_simclr.views.augment import SimCLRAugment
+from keras_simclr.views.multicrop import multi_crop
+from keras_simclr.views.view_dict import CROP_PREFIX, dict_prefix, to_float_images, views_from_dict
 
 
 @runtime_checkable
@@ -86,6 +87,26 @@ def make_views(view_maker, images) -> list:
     if isinstance(view_maker, ViewMaker):
         return list(view_maker.views(images))
     return [view_maker(images), view_maker(images)]
+
+
+def views_of_input(view_maker, x) -> list:
+    """The views of a model's input `x`: images, a view dict, or a dict of crops.
+
+    Images are made into views by `view_maker`; `{"view_1": ...}` are taken as they are;
+    `{"crop_1": ...}` are finished by a `CropViewMaker` (`views_of_crops`).
+    """
+    if isinstance(x, dict) and dict_prefix(x) == CROP_PREFIX:
+        if not isinstance(view_maker, CropViewMaker):
+            raise ValueError("crops {'crop_1': ..., ...} need a model whose augmenter "
+                             "makes views of crops (a views.CropViewMaker with "
+                             "views_of_crops)")
+        return list(view_maker.views_of_crops(views_from_dict(x, CROP_PREFIX)))
+    if isinstance(x, dict):
+        return [to_float_images(v) for v in views_from_dict(x)]
+    if view_maker is None:
+        raise ValueError("this SimCLR model has no augmenter: feed {'view_1': ..., "
+                         "'view_2': ...}")
+    return make_views(view_maker, x)
 
 
 register_view_maker("simclr", SimCLRAugment)

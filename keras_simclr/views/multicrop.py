@@ -12,7 +12,7 @@ import inspect
 import keras
 import tensorflow as tf
 
-from keras_simclr.augment import SimCLRAugment
+from keras_simclr.views.augment import SimCLRAugment
 
 
 def views_per_image(small_views: int) -> int:

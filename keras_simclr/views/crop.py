@@ -117,6 +117,33 @@ def crop_and_resize_one(image: tf.Tensor, box: tf.Tensor, size: int,
     return tf.clip_by_value(resized, 0.0, 1.0)
 
 
+def random_resized_crop_one(image: tf.Tensor, seed: tf.Tensor, size: int, area: tuple,
+                            aspect: tuple, method: str) -> tf.Tensor:
+    """One random resized crop of one image [H, W, C] of any size (a tf.data map).
+
+    Args:
+        image: uint8 [H, W, C] (or float in [0, 1]).
+        seed: int [2]; the box is drawn statelessly from it.
+        size, area, aspect, method: the view's side, the crop's area and aspect ranges and
+            the resize method.
+
+    Returns:
+        float32 [size, size, C] in [0, 1].
+    """
+    shape = tf.shape(image)
+    box = sample_boxes(stateless_uniform(seed), shape[0], shape[1], 1, area, aspect)
+    box = pixel_boxes(box, shape[0], shape[1])[0]
+    view = crop_and_resize_one(image, box, size, method)
+    return tf.ensure_shape(view, [size, size, None])
+
+
+def resize_boxes(images: tf.Tensor, boxes: tf.Tensor, size: int, method: str) -> tf.Tensor:
+    """The normalised `boxes` [B, 4] of a batch of float images [B, H, W, C], at size x size."""
+    if method == "bicubic":
+        return bicubic_crop_and_resize(images, boxes, size)
+    return tf.image.crop_and_resize(images, boxes, tf.range(tf.shape(images)[0]), [size, size])
+
+
 @tf.function(jit_compile=True)
 def bicubic_crop_and_resize(images: tf.Tensor, boxes: tf.Tensor, size: int) -> tf.Tensor:
     """Bicubic views of a batch of equally sized images, one box per image, vectorised.

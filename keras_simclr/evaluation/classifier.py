@@ -10,8 +10,8 @@ the head's layers above those are frozen (they would get no gradient).
 """
 import keras
 
-from keras_simclr.augment import to_float_images
-from keras_simclr.keras_compat import DistributedFitMixin
+from keras_simclr.views.view_dict import to_float_images
+from keras_simclr.training.keras_compat import DistributedFitMixin
 
 
 @keras.saving.register_keras_serializable(package="keras_simclr")

@@ -19,7 +19,7 @@ and ResNet-50/101/152 (bottlenecks) after He et al. 2016, with
   construction: set after construction it would be lost on `.keras` reload; bfloat16
   activations train through TensorFlow's fused kernel (`batchnorm.FusedBatchNormalization`);
 - the official SimCLR architecture's details as options, so that its released weights
-  load into this network (`keras_simclr.official`): `padding="fixed"` for its strided
+  load into this network (`keras_simclr.exchange.official`): `padding="fixed"` for its strided
   convolutions and `sk_ratio` for SimCLRv2's selective kernel models.
 
 keras-cv's `ResNetBackbone` has neither a CIFAR stem nor a synchronized-BN flag that
@@ -33,10 +33,10 @@ from typing import Callable, Mapping
 
 import keras
 
-from keras_simclr.batchnorm import FusedBatchNormalization
-from keras_simclr.conv import SmallMapConv2D
-from keras_simclr.registry import Registry
-from keras_simclr.selective_kernel import SelectiveMix, SumOfHalves
+from keras_simclr.networks.batchnorm import FusedBatchNormalization
+from keras_simclr.networks.conv import SmallMapConv2D
+from keras_simclr.utils.registry import Registry
+from keras_simclr.networks.selective_kernel import SelectiveMix, SumOfHalves
 
 _BLOCKS = {10: ("basic", (1, 1, 1, 1)), 18: ("basic", (2, 2, 2, 2)),
            34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3)),

@@ -7,7 +7,7 @@ synchronized (`synchronized_bn=True` in the encoder and the head) for N replicas
 as one device on the same global batch (tests/test_distribute.py: 1, 2 and 4 replicas
 agree to about 1e-5). This module picks the strategy and the per-process settings:
 
-    from keras_simclr import callbacks, distribute
+    from keras_simclr.training import callbacks, distribute
     strategy = distribute.make_strategy(FLAGS.strategy, cpu_replicas=FLAGS.cpu_replicas)
     distribute.per_replica_batch_size(FLAGS.batch_size, strategy)   # or a ValueError
     global_bn = distribute.resolve_global_bn(FLAGS.global_bn, strategy)  # None: auto
@@ -39,7 +39,7 @@ Keras multi-worker tutorial), which must be on a filesystem every worker reads (
 after a restart all workers resume from the chief's checkpoints, after checking that they
 agree on the epoch (`check_same_on_all_workers`). When a worker dies, the others fail with
 `UnavailableError` in their next collective (after about 10-15 s); restart them all. The
-Keras 3.15 `fit` workarounds for multi-worker runs are in `keras_simclr.keras_compat`.
+Keras 3.15 `fit` workarounds for multi-worker runs are in `keras_simclr.training.keras_compat`.
 """
 import atexit
 import json
@@ -84,7 +84,7 @@ def configure_cpu_replicas(n: int) -> list[str]:
         raise RuntimeError(
             f"cannot split the CPU into {n} logical devices: TensorFlow has already "
             f"initialised its devices ({have} logical CPU). Call "
-            "keras_simclr.distribute.configure_cpu_replicas (or make_strategy with "
+            "keras_simclr.training.distribute.configure_cpu_replicas (or make_strategy with "
             "cpu_replicas) at program start, before any tensor, model, dataset or "
             "strategy is created."
         ) from e

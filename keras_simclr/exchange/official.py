@@ -23,8 +23,9 @@ import tensorflow as tf
 from google.protobuf import message
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
-from keras_simclr import backbones, losses
-from keras_simclr.heads import ProjectionHead
+from keras_simclr import losses
+from keras_simclr.networks import backbones
+from keras_simclr.networks.heads import ProjectionHead
 from keras_simclr.model import SimCLR
 
 _GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"

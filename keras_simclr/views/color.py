@@ -164,6 +164,32 @@ def _run_phases(images, phases):
     return _to_pixels(planes)
 
 
+def jitter_parameters(uniform, batch, strength: float, brightness: str) -> dict:
+    """Per-image draws of the paper's colour jitter of strength s (Chen et al. 2020, app. A).
+
+    Brightness delta U(-0.8s, 0.8s) ("additive", SimCLRv1) or multiplier
+    U(max(0, 1-0.8s), 1+0.8s) ("multiplicative", SimCLRv2); contrast and saturation
+    multipliers U(1-0.8s, 1+0.8s) (floored at 0); hue delta U(-0.2s, 0.2s).
+
+    Args:
+        uniform: `uniform(shape, low, high)`, e.g. a `tf.random.Generator`'s.
+        batch: images in the batch.
+        strength: s.
+        brightness: "additive" or "multiplicative".
+    """
+    def draw(low, high, rank=1):
+        return uniform((batch,) + (1,) * (rank - 1), low, high)
+
+    low, high = max(0.0, 1.0 - 0.8 * strength), 1.0 + 0.8 * strength
+    if brightness == "multiplicative":
+        shift = {"brightness_multiplier": draw(low, high, rank=4)}
+    else:
+        shift = {"brightness_delta": draw(-0.8 * strength, 0.8 * strength, rank=4)}
+    return {**shift, "contrast_multiplier": draw(low, high, rank=4),
+            "saturation_multiplier": draw(low, high),
+            "hue_delta": draw(-0.2 * strength, 0.2 * strength)}
+
+
 def color_jitter(images: tf.Tensor, params: dict, order: tf.Tensor) -> tf.Tensor:
     """Brightness, contrast, saturation and hue of each image, in each image's order.
 

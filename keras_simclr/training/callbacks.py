@@ -3,7 +3,7 @@
 `EpochCheckpoint` saves the whole model (weights, optimizer state and iteration count, hence
 the learning-rate schedule position) as `ckpt-EPOCH.keras` after every epoch and keeps the
 last `keep`. A checkpoint inside an epoch (`save(epoch, batch)`, on a signal or every N
-steps: `keras_simclr.resilience`) is `ckpt-EPOCH-BATCH.keras`: EPOCH epochs done and BATCH
+steps: `keras_simclr.training.resilience`) is `ckpt-EPOCH-BATCH.keras`: EPOCH epochs done and BATCH
 steps of the next; it sorts after `ckpt-EPOCH.keras` and before `ckpt-EPOCH+1.keras`. Each
 file is written under a temporary name and renamed into place (`storage.save_model`): on
 local disks and HDFS a `kill -9` at any moment leaves only complete checkpoints; on object
@@ -25,7 +25,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from keras_simclr import distribute, storage
+from keras_simclr.training import distribute
+from keras_simclr.utils import storage
 
 _CHECKPOINT = re.compile(r"ckpt-(\d+)(?:-(\d+))?\.keras")
 

@@ -23,7 +23,7 @@ argument; the mixin only changes how the model is built before the first step).
 import keras
 import tensorflow as tf
 
-from keras_simclr.distribute import is_multi_worker
+from keras_simclr.training.distribute import is_multi_worker
 
 
 def step_logs(logs: dict) -> dict:

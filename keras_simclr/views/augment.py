@@ -6,7 +6,7 @@ appendix A; google-research/simclr `data_util.py`):
 
 - random resized crop: area U(0.08, 1) of the image, aspect ratio log-uniform in
   (3/4, 4/3), 10 attempts then the whole image (as torchvision), resized to the view with
-  `resize_method` "bicubic" (the paper) or "bilinear" (`keras_simclr/crop.py`);
+  `resize_method` "bicubic" (the paper) or "bilinear" (`keras_simclr/views/crop.py`);
 - horizontal flip with p = 0.5;
 - with p = 0.8, colour jitter of strength s in random order: brightness delta
   U(-0.8s, 0.8s) (`brightness="additive"`, SimCLRv1) or multiplier U(max(0, 1-0.8s), 1+0.8s)
@@ -16,7 +16,7 @@ appendix A; google-research/simclr `data_util.py`):
   CIFAR), sigma U(0.1, 2.0) and a kernel of about 10% of the side; optional solarization.
 
 Colour jitter is TensorFlow's four `tf.image.adjust_*` operations computed in one pass
-(`keras_simclr/color.py`), each image in its own random order; solarization is keras-cv's.
+(`keras_simclr/views/color.py`), each image in its own random order; solarization is keras-cv's.
 keras-cv's factor samplers do not draw the paper's distributions and ignore the seed, so
 every random parameter is drawn here, in the paper's units, from one seeded
 `tf.random.Generator`. Each image independently draws whether a step applies (a
@@ -40,43 +40,13 @@ import keras
 import keras_cv
 import tensorflow as tf
 
-from keras_simclr import color, crop
+from keras_simclr.views import blur, color, crop
+from keras_simclr.views.view_dict import to_float_images
 
 BRIGHTNESS_MODES = ("additive", "multiplicative")
 # The resize method of a saved configuration that names none: such runs and files were
 # made with bilinear crops.
 LEGACY_RESIZE_METHOD = "bilinear"
-
-
-def to_float_images(images):
-    """uint8 images in [0, 255] -> float32 in [0, 1]; float images are taken as in [0, 1]."""
-    if images.dtype == tf.uint8:
-        return tf.cast(images, tf.float32) / 255.0
-    return tf.cast(images, tf.float32)
-
-
-VIEW_PREFIX = "view_"
-CROP_PREFIX = "crop_"  # crops from the originals, made into views by the model
-
-
-def view_keys(num_views: int, prefix: str = VIEW_PREFIX) -> list[str]:
-    """Keys of the dict an input pipeline feeds: view_1 .. view_N (or crop_1 .. crop_N)."""
-    return [f"{prefix}{i + 1}" for i in range(num_views)]
-
-
-def views_from_dict(x: dict, prefix: str = VIEW_PREFIX) -> list:
-    """The views (or crops) of a pipeline's dict, in order (view_1, view_2, ...)."""
-    keys = sorted((k for k in x if k.startswith(prefix)), key=lambda k: int(k[len(prefix):]))
-    if len(keys) < 2:
-        raise ValueError(f"expected a dict of 2 or more views {view_keys(2)} or crops "
-                         f"{view_keys(2, CROP_PREFIX)}, got {list(x)}")
-    return [x[k] for k in keys]
-
-
-def dict_prefix(x: dict) -> str:
-    """CROP_PREFIX for a pipeline's dict of crops (`pretrain_dataset(views_in_model=True)`
-    on large images), else VIEW_PREFIX."""
-    return CROP_PREFIX if view_keys(1, CROP_PREFIX)[0] in x else VIEW_PREFIX
 
 
 @tf.function(jit_compile=True)
@@ -102,6 +72,28 @@ def _generator(seed):
     if seed is None:
         return tf.random.Generator.from_non_deterministic_state()
     return tf.random.Generator.from_seed(seed)
+
+
+# The constructor's arguments, each kept as an attribute of the same name (the config).
+_ARGUMENTS = ("image_size", "crop_area", "crop_aspect", "flip_prob", "jitter_strength",
+              "jitter_prob", "grayscale_prob", "blur_prob", "blur_sigma", "solarize_prob",
+              "seed", "resize_method", "brightness")
+
+
+def _check_arguments(image_size, crop_area, resize_method, brightness, **probabilities):
+    """ValueError for an argument of SimCLRAugment outside its range."""
+    for name, p in probabilities.items():
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {p}")
+    if not 0.0 < crop_area[0] <= crop_area[1] <= 1.0:
+        raise ValueError(f"crop_area must satisfy 0 < min <= max <= 1, got {crop_area}")
+    if image_size < 1:
+        raise ValueError(f"image_size must be positive, got {image_size}")
+    if resize_method not in crop.RESIZE_METHODS:
+        raise ValueError(f"resize_method must be one of {crop.RESIZE_METHODS}, got "
+                         f"{resize_method!r}")
+    if brightness not in BRIGHTNESS_MODES:
+        raise ValueError(f"brightness must be one of {BRIGHTNESS_MODES}, got {brightness!r}")
 
 
 @keras.saving.register_keras_serializable(package="keras_simclr")
@@ -144,21 +136,10 @@ class SimCLRAugment(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for name, p in [("flip_prob", flip_prob), ("jitter_prob", jitter_prob),
-                        ("grayscale_prob", grayscale_prob), ("blur_prob", blur_prob),
-                        ("solarize_prob", solarize_prob)]:
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {p}")
-        if not 0.0 < crop_area[0] <= crop_area[1] <= 1.0:
-            raise ValueError(f"crop_area must satisfy 0 < min <= max <= 1, got {crop_area}")
-        if image_size < 1:
-            raise ValueError(f"image_size must be positive, got {image_size}")
-        if resize_method not in crop.RESIZE_METHODS:
-            raise ValueError(f"resize_method must be one of {crop.RESIZE_METHODS}, got "
-                             f"{resize_method!r}")
-        if brightness not in BRIGHTNESS_MODES:
-            raise ValueError(f"brightness must be one of {BRIGHTNESS_MODES}, got "
-                             f"{brightness!r}")
+        _check_arguments(image_size, crop_area, resize_method, brightness,
+                         flip_prob=flip_prob, jitter_prob=jitter_prob,
+                         grayscale_prob=grayscale_prob, blur_prob=blur_prob,
+                         solarize_prob=solarize_prob)
         self.image_size = int(image_size)
         self.crop_area = tuple(float(a) for a in crop_area)
         self.crop_aspect = tuple(float(a) for a in crop_aspect)
@@ -230,21 +211,10 @@ class SimCLRAugment(keras.layers.Layer):
         return [self.after_crop(to_float_images(c)) for c in crops]
 
     def crop_example(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        """One random resized crop of one image of any size, resized to S x S.
-
-        Args:
-            image: uint8 [H, W, C] (or float in [0, 1]).
-            seed: int [2]; the box is drawn statelessly from it.
-
-        Returns:
-            float32 [S, S, C] in [0, 1].
-        """
-        shape = tf.shape(image)
-        box = crop.sample_boxes(crop.stateless_uniform(seed), shape[0], shape[1], 1,
-                                self.crop_area, self.crop_aspect)
-        box = crop.pixel_boxes(box, shape[0], shape[1])[0]
-        view = crop.crop_and_resize_one(image, box, self.image_size, self.resize_method)
-        return tf.ensure_shape(view, [self.image_size, self.image_size, None])
+        """One random resized crop of one image [H, W, C] of any size, float32 [S, S, C]
+        in [0, 1]; the box is drawn statelessly from `seed` (int [2])."""
+        return crop.random_resized_crop_one(image, seed, self.image_size, self.crop_area,
+                                            self.crop_aspect, self.resize_method)
 
     def _crop_boxes(self, images):
         """Normalised [y1, x1, y2, x2] boxes, one random resized crop per image."""
@@ -254,11 +224,8 @@ class SimCLRAugment(keras.layers.Layer):
 
     def _crop(self, images):
         """One random resized crop of each of a batch of float images, at S x S."""
-        boxes = self._crop_boxes(images)
-        if self.resize_method == "bicubic":
-            return crop.bicubic_crop_and_resize(images, boxes, self.image_size)
-        return tf.image.crop_and_resize(
-            images, boxes, tf.range(tf.shape(images)[0]), [self.image_size] * 2)
+        return crop.resize_boxes(images, self._crop_boxes(images), self.image_size,
+                                 self.resize_method)
 
     def _maybe(self, prob, layer, images):
         """Apply `layer` to each image independently with probability `prob`."""
@@ -269,23 +236,10 @@ class SimCLRAugment(keras.layers.Layer):
         apply = self._rng.uniform((tf.shape(images)[0], 1, 1, 1)) < prob
         return _select(apply, layer(images), images)
 
-    def _uniform(self, batch, low, high, rank=1):
-        return self._rng.uniform((batch,) + (1,) * (rank - 1), low, high)
-
     def jitter_parameters(self, batch):
-        """Per-image colour-jitter draws in the paper's units (also used by the tests)."""
-        s = self.jitter_strength
-        low, high = max(0.0, 1.0 - 0.8 * s), 1.0 + 0.8 * s
-        if self.brightness == "multiplicative":
-            brightness = {"brightness_multiplier": self._uniform(batch, low, high, rank=4)}
-        else:
-            brightness = {"brightness_delta": self._uniform(batch, -0.8 * s, 0.8 * s, rank=4)}
-        return {
-            **brightness,
-            "contrast_multiplier": self._uniform(batch, low, high, rank=4),
-            "saturation_multiplier": self._uniform(batch, low, high),
-            "hue_delta": self._uniform(batch, -0.2 * s, 0.2 * s),
-        }
+        """Per-image colour-jitter draws in the paper's units (`color.jitter_parameters`)."""
+        return color.jitter_parameters(self._rng.uniform, batch, self.jitter_strength,
+                                       self.brightness)
 
     def _color_jitter(self, images):
         """The four colour operations in a random order per image (`color.color_jitter`)."""
@@ -295,25 +249,9 @@ class SimCLRAugment(keras.layers.Layer):
         return color.color_jitter(images, params, order)
 
     def _gaussian_blur(self, images):
-        """Blur each image with its own sigma: one depthwise conv, images as channels."""
-        batch = tf.shape(images)[0]
-        radius = self.image_size // 20  # kernel 2r+1, about 10% of the side
-        sigma = self._uniform(batch, *self.blur_sigma)
-        offsets = tf.range(-radius, radius + 1, dtype=tf.float32)
-        kernel = tf.exp(-tf.square(offsets)[None, :] / (2.0 * tf.square(sigma)[:, None]))
-        kernel /= tf.reduce_sum(kernel, axis=1, keepdims=True)  # (B, 2r+1)
-        kernel = tf.repeat(tf.transpose(kernel), 3, axis=1)  # (2r+1, B*3), channel-major
-        size = self.image_size
-        stacked = tf.reshape(tf.transpose(images, [1, 2, 0, 3]), [1, size, size, -1])
-        pad = [[0, 0], [radius, radius], [radius, radius], [0, 0]]
-        stacked = tf.pad(stacked, pad, mode="REFLECT")
-        stacked = tf.nn.depthwise_conv2d(
-            stacked, kernel[:, None, :, None], [1, 1, 1, 1], "VALID"
-        )
-        stacked = tf.nn.depthwise_conv2d(
-            stacked, kernel[None, :, :, None], [1, 1, 1, 1], "VALID"
-        )
-        return tf.transpose(tf.reshape(stacked, [size, size, batch, 3]), [2, 0, 1, 3])
+        """Blur each image with its own sigma U(blur_sigma), kernel about 10% of the side."""
+        sigma = self._rng.uniform((tf.shape(images)[0],), *self.blur_sigma)
+        return blur.gaussian_blur(images, sigma, radius=self.image_size // 20)
 
     def _flip(self, images):
         flip = self._rng.uniform((tf.shape(images)[0], 1, 1, 1)) < self.flip_prob
@@ -346,20 +284,4 @@ class SimCLRAugment(keras.layers.Layer):
         return (input_shape[0], self.image_size, self.image_size, 3)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            image_size=self.image_size,
-            crop_area=self.crop_area,
-            crop_aspect=self.crop_aspect,
-            flip_prob=self.flip_prob,
-            jitter_strength=self.jitter_strength,
-            jitter_prob=self.jitter_prob,
-            grayscale_prob=self.grayscale_prob,
-            blur_prob=self.blur_prob,
-            blur_sigma=self.blur_sigma,
-            solarize_prob=self.solarize_prob,
-            seed=self.seed,
-            resize_method=self.resize_method,
-            brightness=self.brightness,
-        )
-        return config
+        return {**super().get_config(), **{name: getattr(self, name) for name in _ARGUMENTS}}

@@ -28,7 +28,7 @@ import signal
 import keras
 import numpy as np
 
-from keras_simclr import distribute
+from keras_simclr.training import distribute
 
 EXIT_NON_FINITE = 3
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again (rerun the same command to resume)
@@ -207,6 +207,13 @@ class Preemption(_StepCounter):
                             "to resume there")
 
 
+class _StopAfterEpoch(keras.callbacks.Callback):
+    """Ends `fit` after its first epoch (the rest of an interrupted one)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
 def fit_from(model: keras.Model, dataset_from, *, epoch: int, batch: int, epochs: int,
              steps_per_epoch: int, **fit_kwargs) -> dict:
     """`model.fit` from `batch` steps into `epoch` (0-based) to `epochs`; the merged history.
@@ -226,9 +233,11 @@ def fit_from(model: keras.Model, dataset_from, *, epoch: int, batch: int, epochs
     epoch, batch = epoch + batch // steps_per_epoch, batch % steps_per_epoch
     parts = []
     if batch and epoch < epochs:
+        # The rest of the interrupted epoch, shown as epoch `epoch + 1` of all `epochs`.
+        rest = dict(fit_kwargs, callbacks=[*fit_kwargs.get("callbacks", []), _StopAfterEpoch()])
         parts.append(model.fit(dataset_from(epoch * steps_per_epoch + batch),
-                               initial_epoch=epoch, epochs=epoch + 1,
-                               steps_per_epoch=steps_per_epoch - batch, **fit_kwargs).history)
+                               initial_epoch=epoch, epochs=epochs,
+                               steps_per_epoch=steps_per_epoch - batch, **rest).history)
         epoch += 1
     if epoch < epochs:
         parts.append(model.fit(dataset_from(epoch * steps_per_epoch), initial_epoch=epoch,

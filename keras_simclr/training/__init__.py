@@ -1,0 +1,13 @@
+"""What `fit` needs beside the model: distribution, side concerns, numerics.
+
+- `distribute`: choosing and describing the `tf.distribute` strategy, per-replica batches,
+  chief-only writes, multi-worker checks.
+- `keras_compat`: workarounds for Keras 3 `fit`/`evaluate` under multi-worker strategies.
+- `callbacks`: resumable checkpoints and throughput as Keras callbacks.
+- `resilience`: the non-finite guard, saving on a signal, resuming mid-epoch (`fit_from`).
+- `precision`: Keras dtype policies and what the CPU supports natively.
+- `gradient_cache`: the exact gradient of a batch-coupled loss computed in chunks.
+
+A side concern of training (logging, stopping, saving) is a callback here; a change of the
+step's arithmetic belongs to the model. Imports: `utils` only.
+"""

@@ -67,11 +67,12 @@ def _fit_for(budget_s, warmup_steps, slow_down, clock=time.perf_counter):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     model.compile(keras.optimizers.SGD(schedule), "mse")
     batches = tf.data.Dataset.from_tensors((tf.ones((2, 4)), tf.zeros((2, 2)))).repeat()
-    start, lines, log = clock(), [], RateLog()
+    start, lines, log, progbar = clock(), [], RateLog(), keras.callbacks.ProgbarLogger()
     timer = TimeBudget(schedule, budget_s, warmup_steps, start=start, steps_per_epoch=50,
-                       views_per_step=4, say=lines.append, clock=clock)
+                       views_per_step=4, say=lines.append, progbar=progbar, clock=clock)
     model.fit(batches, epochs=10**6, steps_per_epoch=50, verbose=0, shuffle=False,
-              callbacks=[slow_down, log, timer])
+              callbacks=[slow_down, log, timer, progbar])
+    assert progbar.epochs == -(-timer.schedule.end_step // 50)  # "Epoch k/N" of the plan
     end = clock() - start
     assert len(lines) == 1 and lines[0].startswith("time budget "), lines
     return timer, np.array(log.rates), end

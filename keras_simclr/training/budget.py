@@ -101,8 +101,10 @@ class TimeBudget(keras.callbacks.Callback):
         self._learning_rate = self.schedule.value_at(self.step)
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self.progbar is not None and self.schedule.end_step:
-            self.progbar.epochs = math.ceil(self.schedule.end_step / self.steps_per_epoch)
+        if self.progbar is not None:  # "Epoch k/N" of the plan; no N before it (fit's epochs
+            # are only a bound), and a progress bar told of 1 epoch prints no "Epoch" line
+            end = self.schedule.end_step
+            self.progbar.epochs = math.ceil(end / self.steps_per_epoch) if end else 1
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1

@@ -14,7 +14,10 @@ and on what else runs there (these machines lose a core for seconds at a time). 
 - After every step the end step is re-fitted to the time left at the speed of the last
   2 minutes (5% of shorter budgets), and the schedule to the end step: no jump in the
   learning rate, and no step changing it by more than a warm-up + cosine of that many
-  steps does (`FittedWarmupCosine.refit`). Training stops at the end step.
+  steps does (or, where the steps left are too few even for a straight descent at that
+  pace, than that descent does: `FittedWarmupCosine.refit`). After a slowdown the rest of
+  the cosine is shorter and steeper; after a speed-up the steps already taken keep the
+  pace of the shorter plan they were planned for. Training stops at the end step.
 - The budget counts from `start`; the app passes its own start, so that reading the data
   and building the model count too. A resumed run (its schedule has an end step) keeps
   the end step its checkpoint planned: how much of an interrupted budget is left cannot

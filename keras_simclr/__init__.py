@@ -12,6 +12,7 @@ The package, from the ground up (a subpackage imports only those on the lines ab
     data/         datasets -> tf.data pipelines (images, or views made in the pipeline)
     evaluation/   frozen-feature evaluation, the linear classifier, pictures
     model.py      SimCLR: views -> encoder -> head -> objective, the contrastive train_step
+    distillation.py  Distiller: a frozen teacher classifier's predictions -> a student
     exchange/     models in and out: SavedModel export, the official releases' import
 
 `losses.py`, `optimizers.py` and `model.py` stay single modules at the top because their

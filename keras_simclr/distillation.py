@@ -53,6 +53,20 @@ def labelled_loss(student_logits, labels):
     return tf.reduce_sum(per_example * mask) / tf.maximum(tf.reduce_sum(mask), 1.0), safe, mask
 
 
+def _freeze(network: keras.Model) -> keras.Model:
+    """`network` with every layer and variable non-trainable; returns it.
+
+    Setting `trainable` on the network alone did not reach the encoder of a
+    `LinearClassifier` just deserialized from a checkpoint (Keras 3.15), so each layer and
+    variable is set.
+    """
+    for layer in network._flatten_layers(include_self=True):
+        layer.trainable = False
+    for variable in network.variables:
+        variable.trainable = False
+    return network
+
+
 @keras.saving.register_keras_serializable(package="keras_simclr")
 class Distiller(DistributedFitMixin, keras.Model):
     """Train `student` on the predictions of the frozen `teacher`; see the module docstring.
@@ -72,8 +86,7 @@ class Distiller(DistributedFitMixin, keras.Model):
             raise ValueError(f"temperature must be positive, got {temperature}")
         if label_weight < 0:
             raise ValueError(f"label_weight must be 0 or more, got {label_weight}")
-        self.teacher = teacher
-        self.teacher.trainable = False
+        self.teacher = _freeze(teacher)
         self.student = student
         self.temperature = float(temperature)
         self.label_weight = float(label_weight)
@@ -89,6 +102,10 @@ class Distiller(DistributedFitMixin, keras.Model):
         zeros = tf.zeros((1, *input_shape[1:]))
         for network in (self.teacher, self.student):
             network(zeros, training=False)
+        # Again: variables made after freezing (a teacher built only now, as when a
+        # checkpoint loads) would count as trainable, and the optimizer, built for more
+        # variables than it saved, would skip its saved state on loading.
+        _freeze(self.teacher)
         self.built = True
 
     @property

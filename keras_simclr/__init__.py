@@ -39,6 +39,6 @@ __all__ = [
     "DecoupledNTXent", "Distiller", "LARS", "LinearClassifier", "MultiCropAugment", "NTXent",
     "ProjectionHead", "SimCLR", "SimCLRAugment", "ViewMaker", "WarmupCosine", "augment",
     "backbones", "build_backbone", "build_simclr", "conv", "distillation_loss",
-    "gradient_cache", "heads", "losses", "make_view_maker", "optimizers", "register_family", "register_objective",
-    "register_view_maker", "resnet", "views",
+    "gradient_cache", "heads", "losses", "make_view_maker", "optimizers", "register_family",
+    "register_objective", "register_view_maker", "resnet", "views",
 ]

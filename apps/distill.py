@@ -43,7 +43,8 @@ flags.DEFINE_string("teacher", None, "The teacher: a directory with classifier.k
 flags.register_validator("teacher", bool, message="--teacher is required")
 flags.DEFINE_float("temperature", 1.0, "Distillation temperature T (SimCLRv2: 1).")
 flags.register_validator("temperature", lambda v: v > 0, message="--temperature must be positive")
-flags.DEFINE_float("label_weight", 0.0, "Weight of the cross-entropy on labelled images.")
+flags.DEFINE_float("label_weight", 0.0, "Weight of the cross-entropy on the images of "
+                   "--train_split that have labels (every image of a labelled folder).")
 flags.register_validator("label_weight", lambda v: v >= 0,
                          message="--label_weight must be 0 or more")
 flags.DEFINE_string("student_from", None, "Start the student's encoder from this "

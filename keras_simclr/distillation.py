@@ -91,8 +91,10 @@ class Distiller(DistributedFitMixin, keras.Model):
         self.temperature = float(temperature)
         self.label_weight = float(label_weight)
         mean, accuracy = keras.metrics.Mean, keras.metrics.SparseCategoricalAccuracy
-        # the student's top-1 against the teacher's, and against the labels
-        self.loss_tracker, self.agreement = mean("distill_loss"), accuracy("teacher_agreement")
+        # "loss": the objective (NonFiniteGuard reads it after every step); the student's
+        # top-1 against the teacher's, and against the labels
+        self.loss_tracker, self.distill_tracker = mean("loss"), mean("distill_loss")
+        self.agreement = accuracy("teacher_agreement")
         self.label_loss_tracker, self.label_accuracy = mean("label_loss"), accuracy("label_acc")
         self.lr_tracker = mean("learning_rate")
 
@@ -110,7 +112,7 @@ class Distiller(DistributedFitMixin, keras.Model):
 
     @property
     def metrics(self):
-        metrics = [self.loss_tracker, self.agreement, self.lr_tracker]
+        metrics = [self.loss_tracker, self.distill_tracker, self.agreement, self.lr_tracker]
         if self.label_weight:
             metrics += [self.label_loss_tracker, self.label_accuracy]
         return metrics
@@ -140,7 +142,8 @@ class Distiller(DistributedFitMixin, keras.Model):
             scaled = self.optimizer.scale_loss(total / replicas)
         variables = self.student.trainable_variables
         self.optimizer.apply(tape.gradient(scaled, variables), variables)
-        self.loss_tracker.update_state(loss)
+        self.loss_tracker.update_state(total)
+        self.distill_tracker.update_state(loss)
         self.agreement.update_state(tf.argmax(targets, axis=-1), logits)
         if use_labels:
             self.label_loss_tracker.update_state(label_loss)
@@ -153,9 +156,9 @@ class Distiller(DistributedFitMixin, keras.Model):
         images = to_float_images(x)
         targets = self.teacher_logits(images)
         logits = tf.cast(self.student(images, training=False), tf.float32)
-        self.loss_tracker.update_state(distillation_loss(targets, logits, self.temperature))
+        self.distill_tracker.update_state(distillation_loss(targets, logits, self.temperature))
         self.agreement.update_state(tf.argmax(targets, axis=-1), logits)
-        return step_logs({m.name: m.result() for m in (self.loss_tracker, self.agreement)})
+        return step_logs({m.name: m.result() for m in (self.distill_tracker, self.agreement)})
 
     def get_config(self):
         config = super().get_config()

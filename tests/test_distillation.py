@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from keras_simclr import LinearClassifier
 from keras_simclr.distillation import Distiller, distillation_loss
+from keras_simclr.training import resilience
 
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_distill_helper.py")
 
@@ -52,7 +53,7 @@ def test_the_teacher_never_changes_and_gets_no_gradient():
     distiller = Distiller(teacher, student, temperature=2.0, label_weight=0.5)
     distiller.compile(optimizer=keras.optimizers.SGD(0.5))
     history = distiller.fit(images, labels, batch_size=8, epochs=2, verbose=0).history
-    assert {"distill_loss", "teacher_agreement", "label_acc"} <= set(history)
+    assert {"loss", "distill_loss", "teacher_agreement", "label_acc"} <= set(history)
     # weights and the BN moving statistics, bit for bit
     for old, new in zip(before, teacher.weights):
         np.testing.assert_array_equal(old, np.array(new))
@@ -80,6 +81,15 @@ def test_the_distiller_saves_and_loads_with_its_step(tmp_path):
         np.testing.assert_array_equal(np.array(saved), np.array(restored))
     assert not loaded.teacher.trainable_weights
     np.testing.assert_allclose(loaded(images), distiller(images), atol=1e-6)
+
+
+def test_a_non_finite_loss_stops_the_fit_at_that_step():
+    distiller = Distiller(_classifier(1), _classifier(2))
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    images = np.full((16, 8, 8, 3), np.nan, "float32")
+    with pytest.raises(resilience.NonFiniteError, match="the loss became nan at step 1"):
+        distiller.fit(images, batch_size=8, epochs=1, verbose=0,
+                      callbacks=[resilience.NonFiniteGuard()])
 
 
 def test_two_mirrored_replicas_give_the_student_the_update_of_one(tmp_path):

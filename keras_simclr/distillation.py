@@ -22,6 +22,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from keras_simclr.training import preemption
 from keras_simclr.training.keras_compat import DistributedFitMixin, step_logs
 from keras_simclr.views.view_dict import to_float_images
 
@@ -149,6 +150,7 @@ class Distiller(DistributedFitMixin, keras.Model):
             self.label_loss_tracker.update_state(label_loss)
             self.label_accuracy.update_state(labels, logits, sample_weight=mask)
         self.lr_tracker.update_state(self.optimizer.learning_rate)
+        preemption.take_part()  # the workers' stop agreement
         return step_logs({m.name: m.result() for m in self.metrics})
 
     def test_step(self, data):

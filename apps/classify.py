@@ -70,14 +70,41 @@ def compile_classifier(classifier, *, learning_rate: float, batch_size: int, ste
         steps: training steps the cosine decays over.
         weight_decay: decoupled weight decay (0: none).
     """
-    schedule = keras.optimizers.schedules.CosineDecay(
-        learning_rate * batch_size / 256, decay_steps=max(1, steps))
     classifier.compile(
-        optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True,
-                                       weight_decay=weight_decay or None),
+        optimizer=sgd_optimizer(learning_rate=learning_rate, batch_size=batch_size,
+                                steps=steps, weight_decay=weight_decay),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1"),
                  keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")])
+
+
+def sgd_optimizer(*, learning_rate: float, batch_size: int, steps: int,
+                  weight_decay: float = 0.0):
+    """Nesterov SGD (momentum 0.9) at learning_rate x batch_size/256, cosine decayed over
+    `steps`; decoupled `weight_decay` (0: none). apps.finetune's and apps.distill's."""
+    schedule = keras.optimizers.schedules.CosineDecay(
+        learning_rate * batch_size / 256, decay_steps=max(1, steps))
+    return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True,
+                                weight_decay=weight_decay or None)
+
+
+def define_training_flags(epochs: int, what: str) -> None:
+    """--batch_size, --epochs, --learning_rate, --weight_decay of the apps that train a
+    whole classifier (finetune, distill); `what` names the training in --epochs' help."""
+    flags.DEFINE_integer("batch_size", 256, "Batch size (reduced to the subset size if larger).")
+    flags.DEFINE_integer("epochs", epochs, f"{what} epochs.")
+    flags.DEFINE_float("learning_rate", 0.05, "Base learning rate (x batch/256), cosine decayed.")
+    flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay.")
+    for name in ("batch_size", "epochs", "learning_rate"):
+        common.positive(name)
+
+
+def evaluate_classifier(classifier, eval_ds, *, eval_examples: int,
+                        eval_batch_size: int) -> dict:
+    """{"top1", "top5"} of a compiled `classifier` on exactly the batches of `eval_ds`."""
+    result = classifier.evaluate(eval_ds, steps=math.ceil(eval_examples / eval_batch_size),
+                                 return_dict=True, verbose=0)
+    return {"top1": float(result["top1"]), "top5": float(result["top5"])}
 
 
 def train_and_evaluate(classifier, train_ds, eval_ds, *, epochs: int, steps_per_epoch: int,
@@ -104,9 +131,8 @@ def train_and_evaluate(classifier, train_ds, eval_ds, *, epochs: int, steps_per_
     """
     classifier.fit(train_ds.repeat(), epochs=epochs, steps_per_epoch=steps_per_epoch,
                    shuffle=False, verbose=2, callbacks=common.resilient([]))
-    result = classifier.evaluate(eval_ds, steps=math.ceil(eval_examples / eval_batch_size),
-                                 return_dict=True, verbose=0)
-    return {"top1": float(result["top1"]), "top5": float(result["top5"])}
+    return evaluate_classifier(classifier, eval_ds, eval_examples=eval_examples,
+                               eval_batch_size=eval_batch_size)
 
 
 def report(result: dict, path: str, headline: str) -> None:

@@ -24,7 +24,7 @@ from absl import app, flags, logging
 
 from keras_simclr import data, evaluation
 from keras_simclr.utils import runtime as _runtime, storage
-from keras_simclr.training import budget, resilience
+from keras_simclr.training import budget, cluster, resilience
 from keras_simclr.views.augment import LEGACY_RESIZE_METHOD
 from keras_simclr.training.callbacks import EpochCheckpoint, latest_checkpoint
 from keras_simclr.utils.storage import write_json  # noqa: F401  (the apps' common.write_json)
@@ -65,6 +65,19 @@ def define_save_every_steps_flag() -> None:
                          "(a hard kill loses at most N steps; SIGTERM/SIGINT always save "
                          "the current step).")
     positive("save_every_steps")
+
+
+def define_cluster_flags() -> None:
+    """--cluster, --cluster_port, --tasks_per_node: which cluster a multi-worker run uses."""
+    flags.DEFINE_enum("cluster", "auto", cluster.CLUSTERS,
+                      "Multi-worker cluster: tf_config (TF_CONFIG), slurm (an srun step), none; "
+                      "auto: TF_CONFIG when set, else an srun step of several tasks, else none.")
+    flags.DEFINE_integer("cluster_port", cluster.DEFAULT_PORT,
+                         "Slurm: port of each node's first task (the next tasks take the next).")
+    flags.DEFINE_integer("tasks_per_node", None,
+                         "Slurm: tasks on every node (default: SLURM_STEP_TASKS_PER_NODE).")
+    positive("cluster_port")
+    positive("tasks_per_node")
 
 
 def resilient(callbacks: list, steps_per_epoch: int | None = None,
@@ -160,6 +173,9 @@ def run(main):
         except resilience.Preempted as stop:
             print(f"stopped: {stop}", file=sys.stderr)
             sys.exit(resilience.EXIT_PREEMPTED)
+        except resilience.WorkerLost as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(resilience.EXIT_WORKER_LOST)
         except resilience.NonFiniteError as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(resilience.EXIT_NON_FINITE)

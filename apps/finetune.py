@@ -28,12 +28,7 @@ flags.DEFINE_integer("finetune_from_head_layer", 0,
                      "--ft_proj_selector=1).")
 flags.register_validator("finetune_from_head_layer", lambda v: v >= 0,
                          message="--finetune_from_head_layer must be 0 or more")
-flags.DEFINE_integer("batch_size", 256, "Batch size (reduced to the subset size if larger).")
-flags.DEFINE_integer("epochs", 30, "Fine-tuning epochs.")
-flags.DEFINE_float("learning_rate", 0.05, "Base learning rate (x batch/256), cosine decayed.")
-flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay.")
-for _name in ("batch_size", "epochs", "learning_rate"):
-    common.positive(_name)
+classify.define_training_flags(30, "Fine-tuning")
 
 
 def check_head_layer(model_dir: str, model, layer: int) -> None:

@@ -16,6 +16,12 @@ SIGTERM or SIGINT saves a checkpoint at the current step (`ckpt-EPOCH-STEP.keras
 with status 75; the rerun resumes at that step, on the batches an uninterrupted run would
 see (each pass over the data is shuffled by --seed and its index). A NaN or infinite loss
 stops the run with status 3 before anything of it is saved.
+Several machines (`--cluster`, auto-detected from `TF_CONFIG` or an `srun` step of several
+tasks): every worker runs this app with the same flags; a signal to any one stops all after
+the same step, each exits 75 and the rerun of the same launch resumes there. A worker that
+dies stops the others with one line naming it and status 69. A relaunch may have another
+number of workers: the global batch stays --batch_size (the data order changes; one line
+says so).
 Defaults are the quick-start preset (`apps/configs/quickstart.cfg`).
 """
 from __future__ import annotations
@@ -34,7 +40,7 @@ import tensorflow as tf  # noqa: E402
 
 from keras_simclr import build_simclr, data, optimizers
 from keras_simclr.optimizers import FittedWarmupCosine
-from keras_simclr.training import budget, distribute, precision, resilience
+from keras_simclr.training import budget, cluster, distribute, precision, resilience
 from keras_simclr.utils import storage
 from keras_simclr.training.callbacks import (EpochCheckpoint, Throughput,
                                              checkpoint_position, latest_checkpoint)
@@ -49,6 +55,7 @@ flags.DEFINE_string("time_budget", None, "Train for this wall-clock time instead
                     "trains, with the warm-up + cosine fitted to them.")
 common.duration("time_budget")
 flags.DEFINE_enum("strategy", "auto", distribute.STRATEGIES, "tf.distribute strategy.")
+common.define_cluster_flags()
 flags.DEFINE_integer("cpu_replicas", 0, "Split the CPU into N logical devices (mirrored on CPU).")
 flags.DEFINE_boolean("global_bn", None, "Synchronize BN across replicas (default: on with >1).")
 flags.DEFINE_string("cache", "auto", "Cache decoded images in memory: true, false or auto.")
@@ -180,7 +187,9 @@ def plan_run() -> Plan:
     if budget_s and FLAGS["epochs"].present:
         raise common.AppError("--epochs and --time_budget exclude each other: train for a "
                               "number of epochs or for a time")
-    strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.cpu_replicas)
+    resolver = cluster.resolve(FLAGS.cluster, FLAGS.cluster_port, FLAGS.tasks_per_node)
+    strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.cpu_replicas,
+                                        cluster_resolver=resolver)
     if budget_s and distribute.is_multi_worker(strategy):
         raise common.AppError("--time_budget trains on one machine: the workers of a cluster "
                               "would each plan their own number of steps; use --epochs")
@@ -226,6 +235,7 @@ def run_config(plan: Plan) -> dict:
     config = {name: FLAGS[name].value for name in FLAGS
               if not _defined_by_absl(name) and name not in ("verbose", "json")}
     config.update(dataset=plan.dataset, replicas=plan.strategy.num_replicas_in_sync,
+                  workers=distribute.num_workers(plan.strategy),
                   global_bn=plan.global_bn, dtype_policy=plan.dtype_policy)
     return config
 
@@ -263,6 +273,10 @@ def load_or_build(plan: Plan, checkpoint: str | None, done_epochs: int, done_bat
                        + (f", {done_batches} steps into the next)" if done_batches else ")"))
             model = common.load_model_file(checkpoint)
             resume_schedule(plan, model)
+            if distribute.set_global_bn(model, plan.global_bn):
+                common.say(f"BatchNormalization is {'' if plan.global_bn else 'not '}"
+                           f"synchronized across the {plan.strategy.num_replicas_in_sync} "
+                           "replica(s) from here on")
             return model
         model = build_model(plan.info, plan.global_bn, plan.augment_in_model)
         model.compile(optimizer=optimizers.build_optimizer(
@@ -315,11 +329,14 @@ def main(argv):
     started = time.perf_counter()
     plan = plan_run()
     announce(plan)
-    model_dir = FLAGS.model_dir
+    model_dir, chief = FLAGS.model_dir, distribute.is_chief(plan.strategy)
+    previous = common.run_config(model_dir).get("workers") if chief else None
     # the newest readable checkpoint, the same on every worker (or a clear error)
     checkpoint, done_epochs = latest_checkpoint(
         os.path.join(model_dir, common.CHECKPOINT_DIR), plan.strategy)
     done_batches = checkpoint_position(checkpoint)[1]
+    if chief and checkpoint:
+        note_changed_workers(previous, distribute.num_workers(plan.strategy))
     keras.utils.set_random_seed(FLAGS.seed)  # the data order depends on it, resumed or not
     augmenter = make_augmenter()
     model = load_or_build(plan, checkpoint, done_epochs, done_batches)
@@ -329,11 +346,21 @@ def main(argv):
     history = train(model, plan, callbacks, augmenter, done_epochs, done_batches)
     summary = summarise(plan, model, history, callbacks, time.perf_counter() - started)
     summary["resumed_from_epoch"] = done_epochs
-    if distribute.is_chief(plan.strategy):
+    if chief:
         storage.save_model(model, os.path.join(model_dir, common.MODEL_FILE))
         common.write_json(os.path.join(model_dir, "summary.json"), summary)
     common.say(summary_line(summary, os.path.join(model_dir, common.MODEL_FILE)))
     common.print_json(summary)
+
+
+def note_changed_workers(before: int | None, now: int) -> None:
+    """One line when a resumed run reads the data on another number of workers than the
+    run before it (config.json's `workers`; None for runs that did not record it)."""
+    if before not in (None, now):
+        common.say(f"the checkpoint's run read the data on {before} worker(s), this one on "
+                   f"{now}: the global batch stays {FLAGS.batch_size}, but the images in each "
+                   "batch from here on differ from an uninterrupted run's (each worker "
+                   "shuffles its own shard)")
 
 
 def progress_verbosity() -> int:

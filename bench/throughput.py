@@ -44,6 +44,17 @@ added, alternating in --rounds rounds; the ratio of the median CPU seconds per s
 --steps steps (a real epoch has more). On a shared machine the paired ratio moves by more
 than the callbacks cost, so the CPU seconds spent inside their hooks are also added up
 (`HookTimer`): those of the per-step hooks per step and as a fraction of the step.
+
+`--agreement_overhead` measures what the stop agreement of multi-worker runs
+(`keras_simclr.training.preemption`) adds to a step: this script starts itself as two
+workers on 127.0.0.1 (`TF_CONFIG`, free ports), each training the model with global BN on
+its half of --batch_size, and times whole `fit` calls of --steps steps without and with the
+agreement in the train step (the same model, two traced train functions), alternating in
+--rounds rounds, with apps.pretrain's per-step callbacks (the guard; with the agreement also
+`Preemption`, which reads its result every step). It reports the chief's median CPU
+seconds per step of each and their ratio, and the agreement's all-reduce timed alone (a
+compiled function doing only that, 200 calls): the paired difference on a shared machine
+can be smaller than its noise, the collective alone bounds the cost from above.
 """
 import argparse
 import contextlib
@@ -90,6 +101,9 @@ def parse_args(argv):
     parser.add_argument("--intra_op_threads", type=int, default=0, help="0: TensorFlow's choice")
     parser.add_argument("--inter_op_threads", type=int, default=0, help="0: TensorFlow's choice")
     parser.add_argument("--skip_end_to_end", action="store_true")
+    parser.add_argument("--agreement_overhead", action="store_true",
+                        help="time fit on two local workers with and without the workers' "
+                        "stop agreement instead")
     parser.add_argument("--guard_overhead", action="store_true",
                         help="time fit with and without the resilience callbacks instead")
     common.add_output_flags(parser, "the rows")
@@ -127,9 +141,10 @@ def dtype_policy(name: str):
         keras.config.set_dtype_policy("float32")
 
 
-def build_model(args, augment_in_model):
+def build_model(args, augment_in_model, synchronized_bn=False):
     model = build_simclr(backbone=args.backbone, **common.encoder_arguments(args),
-                         augmenter=SimCLRAugment(args.image_size) if augment_in_model else None)
+                         augmenter=SimCLRAugment(args.image_size) if augment_in_model else None,
+                         synchronized_bn=synchronized_bn)
     schedule = optimizers.warmup_cosine_for(1.0, args.batch_size, "linear", 100, 100, 10)
     model.compile(optimizer=optimizers.build_optimizer("lars", learning_rate=schedule,
                                                        weight_decay=1e-4))
@@ -153,11 +168,12 @@ def step_figures(args, wall: list, cpu: list, prefix: str) -> dict:
             f"{prefix}steps_timed": len(wall), f"{prefix}batch_size": args.batch_size}
 
 
-def in_memory_views(args) -> tf.data.Dataset:
-    """Endless batches of two random views and zero labels, already in memory."""
-    shape = (args.batch_size, args.image_size, args.image_size, 3)
+def in_memory_views(args, batch_size: int | None = None) -> tf.data.Dataset:
+    """Endless batches (of --batch_size, or `batch_size`) of two random views and zero
+    labels, already in memory."""
+    shape = (batch_size or args.batch_size, args.image_size, args.image_size, 3)
     views = {key: tf.random.uniform(shape, seed=i) for i, key in enumerate(("view_1", "view_2"))}
-    return tf.data.Dataset.from_tensors((views, tf.zeros([args.batch_size], tf.int64))).repeat()
+    return tf.data.Dataset.from_tensors((views, tf.zeros(shape[:1], tf.int64))).repeat()
 
 
 def measure_train_steps(args) -> dict:
@@ -274,6 +290,9 @@ def main(argv: list[str] | None = None) -> dict:
     keras.utils.set_random_seed(0)
     if args.guard_overhead:
         return guard_overhead_main(args)
+    if args.agreement_overhead:
+        return agreement_worker_main(args) if os.environ.get("TF_CONFIG") else (
+            agreement_overhead_main(args, sys.argv[1:] if argv is None else argv))
     result = common.run_info("bench/throughput.py")
     result.update(vars(args))
     result.pop("results")
@@ -360,6 +379,29 @@ class HookTimer(keras.callbacks.Callback):
             callback.set_params(params)
 
 
+def report_pair(args, result: dict, note: str, section: str, header: str,
+                cells: list[str]) -> None:
+    """Print a without/with measurement (and its JSON with --json); append its row."""
+    medians, ratio = result["medians"], result["cpu_ratio"]
+    print(f"CPU s/step without {medians['without'][1]:.4f}, with {medians['with'][1]:.4f}: "
+          f"{ratio:.4f}x ({100 * (ratio - 1):+.2f}%); {note}")
+    if args.json:
+        print(json.dumps(result))
+    if args.results:
+        common.append_row(args.results, section, header, cells)
+
+
+def paired_cells(result: dict, args, where: str) -> list[str]:
+    """The first cells of a without/with row: run, model (`where` it ran), steps x rounds,
+    and each variant's median seconds per step."""
+    medians = result["medians"]
+    return [result["date"], result["cpu"], str(result["cores"]), f"`{result['command']}`",
+            f"{common.encoder_cell(args)}, batch {args.batch_size}{where}",
+            f"{args.steps} x {args.rounds}",
+            *(common.time_cell(medians[n][0], medians[n][1], digits=3)
+              for n in ("without", "with"))]
+
+
 def fit_seconds(model, dataset, steps: int, callbacks: list) -> tuple[float, float]:
     """(wall, CPU) seconds per step of one whole `fit` of `steps` steps with `callbacks`."""
     with common.Stopwatch() as watch:
@@ -409,22 +451,107 @@ def guard_overhead_main(args) -> dict:
     result.update(medians=medians, cpu_ratio=ratio, rounds=times, hook_cpu_s_per_step=hook_s,
                   hook_fraction=hook_s / medians["with"][1],
                   weight_check_cpu_ms=statistics.median(checks))
-    print(f"CPU s/step without {medians['without'][1]:.4f}, with {medians['with'][1]:.4f}: "
-          f"{ratio:.4f}x ({100 * (ratio - 1):+.2f}%); in the hooks {1000 * hook_s:.3f} CPU "
-          f"ms/step ({100 * result['hook_fraction']:.2f}% of the step) per step; weight check "
-          f"{result['weight_check_cpu_ms']:.1f} CPU ms")
-    if args.json:
-        print(json.dumps(result))
-    if args.results:
-        common.append_row(args.results, GUARD_SECTION, GUARD_HEADER, [
-            result["date"], result["cpu"], str(result["cores"]), f"`{result['command']}`",
-            f"{common.encoder_cell(args)}, batch {args.batch_size}",
-            f"{args.steps} x {args.rounds}",
-            *(common.time_cell(medians[n][0], medians[n][1], digits=3)
-              for n in ("without", "with")), f"{ratio:.3f}x",
-            f"{1000 * hook_s:.3f} ({100 * result['hook_fraction']:.3f}%)",
-            f"{result['weight_check_cpu_ms']:.0f}"])
+    report_pair(args, result, f"in the hooks {1000 * hook_s:.3f} CPU ms/step "
+                f"({100 * result['hook_fraction']:.2f}% of the step) per step; weight check "
+                f"{result['weight_check_cpu_ms']:.1f} CPU ms", GUARD_SECTION, GUARD_HEADER, [
+                    *paired_cells(result, args, ""), f"{ratio:.3f}x",
+                    f"{1000 * hook_s:.3f} ({100 * result['hook_fraction']:.3f}%)",
+                    f"{result['weight_check_cpu_ms']:.0f}"])
     return result
+
+
+AGREEMENT_SECTION = ("## Stop agreement across workers, cost per step "
+                     "(bench/throughput.py --agreement_overhead)")
+AGREEMENT_HEADER = ("| date | CPU | cores | command | model | steps x rounds | without: CPU "
+                    "s/step (CPU/wall) | with: CPU s/step (CPU/wall) | CPU time with / "
+                    "without | the all-reduce alone: CPU ms (wall ms) |\n"
+                    "|---|---|---|---|---|---|---|---|---|---|")
+
+
+def agreement_overhead_main(args, argv: list[str]) -> dict:
+    """Run this script as two workers on 127.0.0.1; print and record the chief's figures."""
+    import socket
+    import subprocess
+
+    sockets = [socket.socket() for _ in range(2)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    workers = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+    for s in sockets:
+        s.close()
+    command = [sys.executable, os.path.abspath(__file__),
+               *(a for a in argv if not a.startswith(("--results", "--json"))), "--json"]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env={
+        **os.environ, "TF_CONFIG": json.dumps({"cluster": {"worker": workers},
+                                               "task": {"type": "worker", "index": i}})})
+             for i in range(2)]
+    outputs = [proc.communicate()[0] for proc in procs]
+    if any(proc.returncode for proc in procs):
+        raise SystemExit(f"a worker failed: {[proc.returncode for proc in procs]}")
+    result = json.loads(outputs[0].strip().splitlines()[-1])
+    result["command"] = common.run_info("bench/throughput.py")["command"]
+    alone, step_s = result["all_reduce_alone"], result["medians"]["without"][1]
+    report_pair(args, result, f"two workers; the agreement's all-reduce alone "
+                f"{alone['cpu_ms']:.2f} CPU ms ({alone['wall_ms']:.2f} ms wall) = "
+                f"{100 * alone['cpu_ms'] / 1000 / step_s:.3f}% of the step",
+                AGREEMENT_SECTION, AGREEMENT_HEADER, [
+                    *paired_cells(result, args, " on 2 workers"), f"{result['cpu_ratio']:.4f}x",
+                    f"{alone['cpu_ms']:.2f} ({alone['wall_ms']:.2f})"])
+    return result
+
+
+def agreement_worker_main(args) -> dict:
+    """One worker: alternate fits without and with the agreement; the chief prints JSON."""
+    import tempfile
+
+    from keras_simclr.training import distribute, preemption, resilience
+    from keras_simclr.training.callbacks import EpochCheckpoint
+
+    strategy = distribute.make_strategy("multi_worker")
+    with strategy.scope():
+        model = build_model(args, augment_in_model=False, synchronized_bn=True)
+    views = distribute.training_input(strategy, lambda context: in_memory_views(
+        args, context.get_per_replica_batch_size(args.batch_size)))
+    guard = [resilience.NonFiniteGuard()]
+    fit_seconds(model, views, args.warmup_steps, guard)  # traced without the agreement
+    without = model.train_function
+    preemption.StopAgreement.current(strategy)
+    model.make_train_function(force=True)
+    checkpoint = EpochCheckpoint(tempfile.mkdtemp())  # written only on a signal
+    variants = {"without": (without, lambda: guard),
+                "with": (model.train_function, lambda: guard + [
+                    resilience.Preemption(checkpoint, steps_per_epoch=10**9)])}
+    fit_seconds(model, views, args.warmup_steps, variants["with"][1]())
+    times = {name: [] for name in variants}
+    for round_index in range(args.rounds):  # A B, B A, A B, ...
+        for name in list(variants)[::1 if round_index % 2 == 0 else -1]:
+            function, callbacks = variants[name]
+            model.train_function = function
+            times[name].append(fit_seconds(model, views, args.steps, callbacks()))
+            print(f"round {round_index + 1}, {name}: {times[name][-1][1]:.3f} CPU s/step",
+                  file=sys.stderr, flush=True)
+    medians = {name: [statistics.median(t[i] for t in runs) for i in (0, 1)]
+               for name, runs in times.items()}
+    result = common.run_info("bench/throughput.py")
+    result.update(medians=medians, rounds=times, all_reduce_alone=_agreement_alone(strategy),
+                  cpu_ratio=medians["with"][1] / medians["without"][1], workers=2)
+    if distribute.is_chief(strategy):
+        print(json.dumps(result), flush=True)
+    return result
+
+
+def _agreement_alone(strategy, calls: int = 200) -> dict:
+    """CPU and wall ms of one compiled call doing only the agreement's all-reduce."""
+    from keras_simclr.training import preemption
+
+    agree = tf.function(lambda: strategy.run(preemption.take_part))
+    for _ in range(10):
+        agree()
+    with common.Stopwatch() as watch:
+        for _ in range(calls):
+            agree()
+    return {"cpu_ms": 1000 * watch.cpu_s / calls, "wall_ms": 1000 * watch.wall_s / calls,
+            "calls": calls}
 
 
 if __name__ == "__main__":

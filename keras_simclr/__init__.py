@@ -12,6 +12,7 @@ The package, from the ground up (a subpackage imports only those on the lines ab
     data/         datasets -> tf.data pipelines (images, or views made in the pipeline)
     evaluation/   frozen-feature evaluation, the linear classifier, pictures
     model.py      SimCLR: views -> encoder -> head -> objective, the contrastive train_step
+    distillation.py  Distiller: a frozen teacher classifier's predictions -> a student
     exchange/     models in and out: SavedModel export, the official releases' import
 
 `losses.py`, `optimizers.py` and `model.py` stay single modules at the top because their
@@ -23,6 +24,7 @@ from keras_simclr import losses, optimizers  # noqa: E402
 from keras_simclr.evaluation.classifier import LinearClassifier  # noqa: E402
 from keras_simclr.losses import DecoupledNTXent, NTXent, register_objective  # noqa: E402
 from keras_simclr.model import SimCLR, build_simclr  # noqa: E402
+from keras_simclr.distillation import Distiller, distillation_loss  # noqa: E402
 from keras_simclr.networks import backbones, conv, heads  # noqa: E402
 from keras_simclr.networks.backbones import build_backbone, register_family, resnet  # noqa: E402
 from keras_simclr.networks.heads import ProjectionHead  # noqa: E402
@@ -34,9 +36,9 @@ from keras_simclr.views import (MultiCropAugment, SimCLRAugment, ViewMaker,  # n
                                 make_view_maker, register_view_maker)
 
 __all__ = [
-    "DecoupledNTXent", "LARS", "LinearClassifier", "MultiCropAugment", "NTXent",
+    "DecoupledNTXent", "Distiller", "LARS", "LinearClassifier", "MultiCropAugment", "NTXent",
     "ProjectionHead", "SimCLR", "SimCLRAugment", "ViewMaker", "WarmupCosine", "augment",
-    "backbones", "build_backbone", "build_simclr", "conv", "gradient_cache", "heads", "losses",
-    "make_view_maker", "optimizers", "register_family", "register_objective",
-    "register_view_maker", "resnet", "views",
+    "backbones", "build_backbone", "build_simclr", "conv", "distillation_loss",
+    "gradient_cache", "heads", "losses", "make_view_maker", "optimizers", "register_family",
+    "register_objective", "register_view_maker", "resnet", "views",
 ]

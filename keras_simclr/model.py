@@ -36,7 +36,7 @@ from keras_simclr import losses
 from keras_simclr.evaluation.online_probe import online_probe, probe_loss_terms
 from keras_simclr.networks import backbones
 from keras_simclr.networks.heads import ProjectionHead
-from keras_simclr.training import gradient_cache
+from keras_simclr.training import gradient_cache, preemption
 from keras_simclr.training.keras_compat import DistributedFitMixin, step_logs
 from keras_simclr.views.makers import ViewMaker, views_of_input
 from keras_simclr.views.view_dict import first_view, to_float_images
@@ -238,6 +238,7 @@ class SimCLR(DistributedFitMixin, keras.Model):
         self.optimizer.apply(gradients, variables)
         self._update_metrics(terms, loss, probe_terms)
         self.lr_tracker.update_state(self.optimizer.learning_rate)
+        preemption.take_part()
         return step_logs({m.name: m.result() for m in self.metrics})
 
     def test_step(self, data):

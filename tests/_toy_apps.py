@@ -15,10 +15,11 @@ from keras_simclr import losses, views  # noqa: E402
 from keras_simclr.networks import backbones
 from toy_backbone import tiny_convnet  # noqa: E402
 from toy_objective import Alignment  # noqa: E402
-from toy_views import NoisyFlips  # noqa: E402
+from toy_views import Mirror, NoisyFlips  # noqa: E402
 
 losses.register_objective("toy_alignment", Alignment)
 views.register_view_maker("toy_noisy_flips", NoisyFlips)
+views.register_view_maker("toy_mirror", Mirror)
 backbones.register_family("toy_convnet", tiny_convnet)
 
 if __name__ == "__main__":

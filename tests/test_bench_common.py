@@ -112,7 +112,7 @@ def test_cpu_model_tells_apart_generations_that_share_a_name(tmp_path):
 @pytest.mark.parametrize("script,argv", [
     ("accuracy", []), ("augment_cost", []), ("conv_layers", []), ("input_pipeline", []),
     ("large_images", []), ("memory", []), ("official", ["--official=any"]),
-    ("profile_step", []), ("throughput", []),
+    ("profile_step", []), ("throughput", []), ("distill", []),
 ])
 def test_every_benchmark_parses_its_command_line(script, argv):
     """A script's parser breaks only when run, so each one parses here (with its defaults)."""

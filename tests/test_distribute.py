@@ -329,6 +329,23 @@ def test_global_bn_is_on_by_default_with_several_replicas():
     assert distribute.resolve_global_bn(True, 1) is True
 
 
+def test_global_bn_set_on_a_loaded_model_reaches_every_layer_and_its_config():
+    # A checkpoint of a 1-replica run resumed on 2 workers kept per-replica BN.
+    import keras
+    import keras_simclr as ks
+
+    model = ks.build_simclr(backbone="resnet10", width_multiplier=0.125, head_depth=2,
+                            proj_dim=8, synchronized_bn=False)
+    model.build({key: (None, 16, 16, 3) for key in ("view_1", "view_2")})
+    layers = [layer for layer in model._flatten_layers()
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(layers) > 10 and not any(layer.synchronized for layer in layers)
+    assert distribute.set_global_bn(model, True) is True
+    assert all(layer.synchronized for layer in layers)
+    assert model.head.get_config()["synchronized_bn"] is True  # the next checkpoint's
+    assert distribute.set_global_bn(model, True) is False
+
+
 @pytest.mark.parametrize("tf_config, message", [
     (None, "needs the TF_CONFIG environment variable"),
     ("{not json", "not valid JSON"),

@@ -224,6 +224,35 @@ def test_a_non_finite_model_is_not_saved_on_a_signal(folder, tmp_path):
     assert not os.path.exists(directory)
 
 
+def test_a_signal_between_the_two_fits_of_a_resumed_run_stops_it_at_the_next_step(
+        folder, tmp_path):
+    # fit_from runs the rest of an interrupted epoch and the later epochs as two fits; the
+    # handlers were put back between them, so a signal there took the previous handler.
+    class SignalAfterTheFirstFit(keras.callbacks.Callback):
+        sent = False
+
+        def on_train_end(self, logs=None):  # after Preemption's own on_train_end
+            if not self.sent:
+                SignalAfterTheFirstFit.sent = True
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+    outside = []
+    before = signal.signal(signal.SIGUSR1, lambda *_: outside.append("previous handler"))
+    try:
+        model = tiny_simclr()
+        model.optimizer.iterations.assign(2)  # as if resumed 2 steps into epoch 1
+        checkpoint = EpochCheckpoint(str(tmp_path / "ckpt"), keep=10)
+        stop = resilience.Preemption(checkpoint, STEPS, signals=(signal.SIGUSR1,))
+        with pytest.raises(resilience.Preempted,
+                           match=r"^SIGUSR1 received: saved step 5 \(epoch 2, step 1 of 4\)"):
+            resilience.fit_from(model, dataset_from(folder), epoch=0, batch=2, epochs=3,
+                                steps_per_epoch=STEPS, verbose=0, shuffle=False,
+                                callbacks=[checkpoint, stop, SignalAfterTheFirstFit()])
+        assert outside == [] and signal.getsignal(signal.SIGUSR1) is not stop._handle
+    finally:
+        signal.signal(signal.SIGUSR1, before)
+
+
 def test_a_resume_step_past_a_shorter_epoch_counts_on_into_the_next():
     # ckpt-1-6.keras read with --steps_per_epoch=4 asked fit for -2 steps.
     starts = []
@@ -248,3 +277,17 @@ def test_a_mid_epoch_resume_shows_the_epochs_true_number_and_the_runs_total(caps
                         steps_per_epoch=STEPS, verbose=2, shuffle=False)
     shown = re.findall(r"Epoch (\d+)/(\d+)", capsys.readouterr().out)
     assert shown == [("2", "4"), ("3", "4"), ("4", "4")]
+
+
+@pytest.mark.parametrize("message, lost", [
+    # what TensorFlow 2.21 said on the survivor when a worker was killed on 127.0.0.1
+    ("Collective ops is aborted by: Error reported from /job:worker/task:1: The following "
+     "tasks are unhealthy (stopped sending heartbeats):\n/job:worker/replica:0/task:1\nThe "
+     "tasks have crashed.", ["worker 1"]),
+    ("Collective ops is aborted by: recvmsg:Connection reset by peer\nAdditional GRPC error "
+     "information from remote target /job:worker/replica:0/task:0 while calling "
+     "/tensorflow.WorkerService/CompleteInstance:", ["worker 0"]),
+    ("Graph execution error: /job:worker/replica:0/task:1 ran out of memory", []),
+])
+def test_a_lost_worker_is_named_from_the_collective_error(message, lost):
+    assert resilience.lost_tasks(tf.errors.UnavailableError(None, None, message)) == lost

@@ -18,6 +18,7 @@ ALLOWED_IMPORTS = {
     "data": {"utils", "views"},
     "evaluation": {"utils", "views", "training"},
     "model": {"utils", "networks", "views", "losses", "training", "evaluation"},
+    "distillation": {"utils", "views", "training", "evaluation"},
     "exchange": {"utils", "networks", "views", "losses", "training", "evaluation", "model"},
 }
 

@@ -27,3 +27,18 @@ class NoisyFlips:
         images = tf.where(flip, tf.reverse(images, axis=[2]), images)
         noise = self.noise * self._rng.normal(tf.shape(images))
         return tf.clip_by_value(images + noise, 0.0, 1.0)
+
+
+class Mirror:
+    """Two views without randomness, the image and its mirror image: runs that see the
+    same images in the same order end with the same weights (the cluster tests compare
+    an interrupted and resumed run with an uninterrupted one)."""
+
+    num_views = 2
+
+    def __init__(self, image_size, seed=None):
+        self.image_size, self.seed = int(image_size), seed
+
+    def views(self, images):
+        images = tf.image.resize(to_float_images(images), [self.image_size] * 2)
+        return [images, tf.reverse(images, axis=[2])]

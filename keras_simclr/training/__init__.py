@@ -2,6 +2,8 @@
 
 - `distribute`: choosing and describing the `tf.distribute` strategy, per-replica batches,
   chief-only writes, multi-worker checks.
+- `cluster`: the cluster of a multi-worker run, from `TF_CONFIG` or a Slurm step.
+- `preemption`: the flag every worker's train step sums, so that all stop after one step.
 - `keras_compat`: workarounds for Keras 3 `fit`/`evaluate` under multi-worker strategies.
 - `callbacks`: resumable checkpoints and throughput as Keras callbacks.
 - `resilience`: the non-finite guard, saving on a signal, resuming mid-epoch (`fit_from`).

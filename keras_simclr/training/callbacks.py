@@ -91,8 +91,8 @@ def latest_checkpoint(directory: str,
         raise ValueError(f"none of the {len(found)} checkpoints in {directory} is readable; "
                          "move them away to start over")
     hint = f"every worker must read the same {directory} (a shared filesystem)"
-    for value, what in zip(position, ("the resumed epoch", "the resumed step")):
-        distribute.check_same_on_all_workers(value, strategy, what, hint=hint)
+    distribute.check_same_on_all_workers(position, strategy, "the resumed epoch and step",
+                                         hint=hint)
     return path, position[0]
 
 

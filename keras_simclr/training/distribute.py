@@ -25,21 +25,26 @@ Strategy names (`STRATEGIES`):
 - `default`: no distribution (TensorFlow's default strategy);
 - `one_device`: everything on the first GPU, or the CPU;
 - `mirrored`: `MirroredStrategy` over all GPUs (or `cpu_replicas` logical CPUs);
-- `multi_worker`: `MultiWorkerMirroredStrategy`, cluster and task from `TF_CONFIG`
-  (one replica per CPU worker, one per GPU on GPU workers);
+- `multi_worker`: `MultiWorkerMirroredStrategy`, cluster and task from the
+  `cluster_resolver` given (`keras_simclr.training.cluster`: `TF_CONFIG` or Slurm), else
+  from `TF_CONFIG` (one replica per CPU worker, one per GPU on GPU workers); `auto` with a
+  `cluster_resolver` is the same;
 - `tpu`: `TPUStrategy` on the TPU found by `TPUClusterResolver` (`tpu_address`).
 
 Logical CPUs and `MultiWorkerMirroredStrategy` must be set up at program start, before
 TensorFlow initialises its devices: call `make_strategy` first.
 
-Multi-worker: every worker runs the same program with its own `TF_CONFIG` and reads its
-share of the input (`input_context`). All workers save (saving reads distributed
-variables) but only the chief writes into the model directory (`write_path`, as in the
-Keras multi-worker tutorial), which must be on a filesystem every worker reads (NFS, GCS):
-after a restart all workers resume from the chief's checkpoints, after checking that they
-agree on the epoch (`check_same_on_all_workers`). When a worker dies, the others fail with
-`UnavailableError` in their next collective (after about 10-15 s); restart them all. The
-Keras 3.15 `fit` workarounds for multi-worker runs are in `keras_simclr.training.keras_compat`.
+Multi-worker: every worker runs the same program with its own task in the cluster and
+reads its share of the input (`input_context`). All workers save (saving reads
+distributed variables) but only the chief writes into the model directory (`write_path`,
+as in the Keras multi-worker tutorial), which must be on a filesystem every worker reads
+(NFS, GCS): after a restart all workers resume from the chief's checkpoints, after
+checking that they agree on the epoch and step (`check_same_on_all_workers`). A restart
+may have another number of workers: `set_global_bn` then turns synchronized BN on or
+off to match. When a worker dies, the others fail in their next collective (TensorFlow's
+coordination service misses its heartbeats, about 10-30 s on 127.0.0.1) and
+`resilience.fit_from` names it; restart them all. The Keras 3.15 `fit` workarounds for
+multi-worker runs are in `keras_simclr.training.keras_compat`.
 """
 import atexit
 import json
@@ -91,8 +96,8 @@ def configure_cpu_replicas(n: int) -> list[str]:
     return [d.name for d in tf.config.list_logical_devices("CPU")]
 
 
-def make_strategy(name: str = "auto", cpu_replicas: int = 0,
-                  tpu_address: str | None = None) -> tf.distribute.Strategy:
+def make_strategy(name: str = "auto", cpu_replicas: int = 0, tpu_address: str | None = None,
+                  cluster_resolver=None) -> tf.distribute.Strategy:
     """The `tf.distribute.Strategy` called `name` (one of `STRATEGIES`); logs what it got.
 
     Args:
@@ -102,6 +107,8 @@ def make_strategy(name: str = "auto", cpu_replicas: int = 0,
             path runs on a CPU-only machine. 0 or 1: no split.
         tpu_address: `tpu` only: the TPU name or `grpc://` address ("" or None: the
             TPU of this VM / the one `TPU_NAME` names).
+        cluster_resolver: the cluster of a multi-worker run (`cluster.resolve`); with
+            `auto` or `multi_worker`, `MultiWorkerMirroredStrategy` over it.
     """
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose one of {STRATEGIES}")
@@ -114,7 +121,12 @@ def make_strategy(name: str = "auto", cpu_replicas: int = 0,
             f"not {name!r}"
             + (" (a CPU worker always has one replica)" if name == "multi_worker" else "")
         )
-    if name == "auto":
+    if cluster_resolver is not None:
+        if name not in ("auto", "multi_worker"):
+            raise ValueError(f"a cluster trains with strategy 'multi_worker' (or 'auto'), "
+                             f"not {name!r}")
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=cluster_resolver)
+    elif name == "auto":
         if os.environ.get("TF_CONFIG"):
             logging.warning(
                 "TF_CONFIG is set but strategy 'auto' trains on this machine only; "
@@ -336,6 +348,32 @@ def resolve_global_bn(global_bn: bool | None = None,
     return global_bn
 
 
+def set_global_bn(model, global_bn: bool) -> bool:
+    """Make every BatchNormalization layer of `model` synchronized or not; True if any
+    changed.
+
+    For a checkpoint resumed on another number of replicas: its layers keep the setting
+    of the run that built them (a 1-replica run does not synchronize, which a 2-worker
+    run must). Layers with a `synchronized_bn` option (`ProjectionHead`) get it too, so
+    the next checkpoint records the new setting.
+    """
+    changed = False
+    for layer in model._flatten_layers(include_self=False):
+        for name in ("synchronized", "synchronized_bn"):
+            if isinstance(getattr(layer, name, None), bool) and getattr(layer, name) != global_bn:
+                setattr(layer, name, bool(global_bn))
+                changed = True
+    return changed
+
+
+def num_workers(strategy: tf.distribute.Strategy) -> int:
+    """Processes that read their own share of the input: the cluster's tasks, else 1."""
+    if not is_multi_worker(strategy):
+        return 1
+    spec = strategy.cluster_resolver.cluster_spec().as_dict()
+    return len(spec.get("chief", [])) + len(spec.get("worker", []))
+
+
 # ----------------------------------------------------------------------------------------
 # Chief-only writing and agreement between workers
 
@@ -393,33 +431,35 @@ def write_path(path: str, strategy: tf.distribute.Strategy | None = None) -> str
     return target
 
 
-def check_same_on_all_workers(value: int, strategy: tf.distribute.Strategy | None = None,
+def check_same_on_all_workers(values, strategy: tf.distribute.Strategy | None = None,
                               what: str = "value", hint: str = "") -> None:
-    """Raise RuntimeError unless every worker passes the same integer `value`.
+    """Raise RuntimeError unless every worker passes the same integers `values`.
 
-    For values that decide how much work follows (the epoch to resume from): workers
-    that disagree would otherwise wait for each other forever. One all-reduce, so every
+    For values that decide how much work follows (the epoch and step to resume from):
+    workers that disagree would otherwise wait for each other forever. One all-reduce in
+    a `tf.function` (run eagerly, a collective costs more and TensorFlow warns), so every
     worker must call it; does nothing outside multi-worker runs.
 
     Args:
-        value: this worker's value.
+        values: this worker's integer, or a tuple of them.
         strategy: the strategy (default: the current one).
-        what: what the value is, for the error message.
+        what: what the values are, for the error message.
         hint: how to fix a disagreement, appended to the error message.
     """
     strategy = strategy or tf.distribute.get_strategy()
     if not is_multi_worker(strategy):
         return
-    value = int(value)
-    local = tf.constant([value, value * value], tf.int64)
-    total = strategy.reduce(
-        tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(local)), axis=None
-    ).numpy()
-    n = strategy.num_replicas_in_sync
+    values = tuple(int(v) for v in (values if isinstance(values, tuple) else (values,)))
+    local = tf.constant([x for v in values for x in (v, v * v)], tf.int64)
+    total = tf.function(lambda: strategy.reduce(
+        tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(local)), axis=None))()
+    total, n = total.numpy().reshape(-1, 2), strategy.num_replicas_in_sync
     # n * sum(v^2) == sum(v)^2 exactly when all the values are equal
-    if n * int(total[1]) != int(total[0]) ** 2:
+    if any(n * int(squares) != int(sums) ** 2 for sums, squares in total):
         kind, index = task_id(strategy)
+        means = ", ".join(f"{int(sums) / n:g}" for sums, _ in total)
+        shown = values[0] if len(values) == 1 else values
         raise RuntimeError(
-            f"workers disagree on {what}: {kind} {index} has {value}, the mean over "
-            f"workers is {int(total[0]) / n:g}" + (f"; {hint}" if hint else "")
+            f"workers disagree on {what}: {kind} {index} has {shown}, the mean over "
+            f"workers is {means}" + (f"; {hint}" if hint else "")
         )

@@ -23,6 +23,7 @@ argument; the mixin only changes how the model is built before the first step).
 import keras
 import tensorflow as tf
 
+from keras_simclr.training import preemption
 from keras_simclr.training.distribute import is_multi_worker
 
 
@@ -56,6 +57,9 @@ class DistributedFitMixin:
     and it costs an all-reduce of a whole batch anyway. Here the model is built from this
     replica's share of the batch instead. Keras' own `train_step`/`test_step` outputs go
     through `step_logs`; a subclass that overrides them should return `step_logs(logs)`.
+    The train step also takes part in the workers' stop agreement (`preemption.take_part`,
+    not a Keras workaround but needed by the same models); an overriding `train_step`
+    calls it too.
     """
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
@@ -73,6 +77,7 @@ class DistributedFitMixin:
             self._symbolic_build(data_batch=data_batch)
 
     def train_step(self, data):
+        preemption.take_part()
         return step_logs(super().train_step(data))
 
     def test_step(self, data):

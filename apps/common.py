@@ -24,7 +24,7 @@ from absl import app, flags, logging
 
 from keras_simclr import data, evaluation
 from keras_simclr.utils import runtime as _runtime, storage
-from keras_simclr.training import cluster, resilience
+from keras_simclr.training import budget, cluster, resilience
 from keras_simclr.views.augment import LEGACY_RESIZE_METHOD
 from keras_simclr.training.callbacks import EpochCheckpoint, latest_checkpoint
 from keras_simclr.utils.storage import write_json  # noqa: F401  (the apps' common.write_json)
@@ -104,6 +104,16 @@ def resilient(callbacks: list, steps_per_epoch: int | None = None,
 def positive(name, flag_values=FLAGS):
     flags.register_validator(name, lambda v: v is None or v > 0,
                              message=f"--{name} must be positive", flag_values=flag_values)
+
+
+def duration(name, flag_values=FLAGS):
+    """Validate a duration flag (`budget.parse_duration`: 30m, 8h, 1h30m, 90s); empty is none."""
+    def check(value):
+        try:
+            return not value or budget.parse_duration(value) > 0
+        except ValueError as error:
+            raise flags.ValidationError(f"--{name}: {error}") from None
+    flags.register_validator(name, check, flag_values=flag_values)
 
 
 def is_positive_number(text) -> bool:

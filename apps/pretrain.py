@@ -6,6 +6,12 @@ TensorBoard logs in `logs/`, the final `model.keras`, `config.json` (the flags) 
 same --model_dir to resume from the last checkpoint (weights, optimizer state and step).
 The learning-rate schedule always follows the flags, so rerunning with a larger --epochs
 extends the warm-up + cosine decay to the new length instead of training on at rate 0.
+`--time_budget=30m` (or 8h, 1h30m, ...; not with --epochs) trains for that wall-clock time
+from the app's start instead: after a few steps it plans the steps that fit at the measured
+speed, says the plan in one line and records it in config.json and summary.json, re-fits
+the steps and the warm-up + cosine to the speed as it goes (`training.budget.TimeBudget`),
+and stops at the end of the budget (the checkpoint there is `ckpt-EPOCH-STEP.keras`). A
+resumed budget run keeps the plan of its checkpoint.
 SIGTERM or SIGINT saves a checkpoint at the current step (`ckpt-EPOCH-STEP.keras`) and exits
 with status 75; the rerun resumes at that step, on the batches an uninterrupted run would
 see (each pass over the data is shuffled by --seed and its index). A NaN or infinite loss
@@ -18,7 +24,10 @@ number of workers: the global batch stays --batch_size (the data order changes; 
 says so).
 Defaults are the quick-start preset (`apps/configs/quickstart.cfg`).
 """
+from __future__ import annotations
+
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -30,7 +39,8 @@ import keras  # noqa: E402  (after apps.common, which sets the runtime flags fir
 import tensorflow as tf  # noqa: E402
 
 from keras_simclr import build_simclr, data, optimizers
-from keras_simclr.training import cluster, distribute, precision, resilience
+from keras_simclr.optimizers import FittedWarmupCosine
+from keras_simclr.training import budget, cluster, distribute, precision, resilience
 from keras_simclr.utils import storage
 from keras_simclr.training.callbacks import (EpochCheckpoint, Throughput,
                                              checkpoint_position, latest_checkpoint)
@@ -40,6 +50,10 @@ common.define_data_flags(("train_split",))
 common.define_model_dir_flag()
 recipe_flags.define_recipe_flags()
 flags.DEFINE_integer("epochs", 15, "Training epochs.")
+flags.DEFINE_string("time_budget", None, "Train for this wall-clock time instead of --epochs "
+                    "(e.g. 30m, 8h, 1h30m): the steps that fit on this host, measured as it "
+                    "trains, with the warm-up + cosine fitted to them.")
+common.duration("time_budget")
 flags.DEFINE_enum("strategy", "auto", distribute.STRATEGIES, "tf.distribute strategy.")
 common.define_cluster_flags()
 flags.DEFINE_integer("cpu_replicas", 0, "Split the CPU into N logical devices (mirrored on CPU).")
@@ -53,6 +67,8 @@ flags.DEFINE_integer("verbose", None, "Keras progress output: 0 silent, 1 bar, 2
 common.define_json_flag()
 for _name in ("epochs", "keep_checkpoints", "steps_per_epoch"):
     common.positive(_name)
+# fit's epochs before a time budget has its plan: TimeBudget stops training long before
+_UNPLANNED_EPOCHS = 10**6
 
 
 def build_model(info, global_bn, augment_in_model):
@@ -71,25 +87,50 @@ def make_augmenter():
     return recipe_flags.view_maker(FLAGS)
 
 
-def make_callbacks(model_dir: str, strategy, views_per_image: int) -> list:
-    """[Throughput, EpochCheckpoint, TensorBoard] of a run in `model_dir`.
+def make_callbacks(model_dir: str, plan: Plan, views_per_image: int, schedule,
+                   started: float) -> list:
+    """[Throughput, EpochCheckpoint, TensorBoard] of a run in `model_dir`, and with
+    --time_budget a `budget.TimeBudget` and the progress bar it keeps to the plan.
 
     Args:
         model_dir: --model_dir (checkpoints/ and logs/ go under it).
-        strategy: the run's tf.distribute strategy.
+        plan: the run's `Plan`.
         views_per_image: views the encoder sees of each image, all of which Throughput
             counts (the view maker's `num_views`: 2 full + --small_views with multi-crop).
+        schedule: the optimizer's `FittedWarmupCosine` (None without --time_budget).
+        started: `time.perf_counter()` when the app started: the budget counts from there.
 
     Returns:
         The callbacks, the `Throughput` first.
     """
-    return [
+    callbacks = [
         Throughput(FLAGS.batch_size, views_per_image=views_per_image),
         EpochCheckpoint(os.path.join(model_dir, common.CHECKPOINT_DIR),
-                        keep=FLAGS.keep_checkpoints, strategy=strategy),
-        keras.callbacks.TensorBoard(distribute.write_path(os.path.join(model_dir, "logs"), strategy),
-                                    update_freq="epoch"),
+                        keep=FLAGS.keep_checkpoints, strategy=plan.strategy,
+                        steps_per_epoch=plan.steps_per_epoch),
+        keras.callbacks.TensorBoard(
+            distribute.write_path(os.path.join(model_dir, "logs"), plan.strategy),
+            update_freq="epoch"),
     ]
+    if schedule is not None:
+        progbar = keras.callbacks.ProgbarLogger()
+        callbacks += [budget.TimeBudget(
+            schedule, plan.budget_s, round(FLAGS.warmup_epochs * plan.steps_per_epoch),
+            start=started, steps_per_epoch=plan.steps_per_epoch,
+            views_per_step=FLAGS.batch_size * views_per_image, say=common.say,
+            on_plan=lambda budget_plan: write_config(plan, budget_plan), progbar=progbar),
+            progbar]
+    return callbacks
+
+
+def write_config(plan: Plan, budget_plan: dict | None) -> None:
+    """Write config.json (the chief): the flags, what they resolved to and, with
+    --time_budget, the plan (rewritten when it is made; a resumed run keeps its own)."""
+    if distribute.is_chief(plan.strategy):
+        config = run_config(plan)
+        if budget_plan:
+            config["time_budget_plan"] = budget_plan
+        common.write_json(os.path.join(FLAGS.model_dir, common.CONFIG_FILE), config)
 
 
 def train_dataset(dataset: str, seed: int, augment_in_model: bool, augmenter,
@@ -137,13 +178,21 @@ class Plan:
     steps_per_epoch: int
     augment_in_model: bool
     dtype_policy: str
+    budget_s: float | None  # --time_budget in seconds (None: train --epochs)
 
 
 def plan_run() -> Plan:
     """The strategy, data and step count of the flags; clear errors for impossible ones."""
+    budget_s = budget.parse_duration(FLAGS.time_budget) if FLAGS.time_budget else None
+    if budget_s and FLAGS["epochs"].present:
+        raise common.AppError("--epochs and --time_budget exclude each other: train for a "
+                              "number of epochs or for a time")
     resolver = cluster.resolve(FLAGS.cluster, FLAGS.cluster_port, FLAGS.tasks_per_node)
     strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.cpu_replicas,
                                         cluster_resolver=resolver)
+    if budget_s and distribute.is_multi_worker(strategy):
+        raise common.AppError("--time_budget trains on one machine: the workers of a cluster "
+                              "would each plan their own number of steps; use --epochs")
     distribute.per_replica_batch_size(FLAGS.batch_size, strategy)  # divisible, or a clear error
     dataset = common.dataset_name()
     info = data.describe(dataset, FLAGS.data_dir, FLAGS.strict)
@@ -158,7 +207,7 @@ def plan_run() -> Plan:
     augment_in_model = FLAGS.augment_in == "model" or (FLAGS.augment_in == "auto" and has_gpu)
     return Plan(strategy, distribute.resolve_global_bn(FLAGS.global_bn, strategy), dataset,
                 info, steps_per_epoch, augment_in_model,
-                precision.set_precision(FLAGS.precision, has_gpu=has_gpu))
+                precision.set_precision(FLAGS.precision, has_gpu=has_gpu), budget_s)
 
 
 def announce(plan: Plan) -> None:
@@ -170,9 +219,10 @@ def announce(plan: Plan) -> None:
                f"{plan.info.num_examples(FLAGS.train_split)} images; "
                f"{FLAGS.image_size} px views made in the "
                f"{'model' if plan.augment_in_model else 'input pipeline'}")
-    common.say(f"{distribute.describe(plan.strategy)}; {FLAGS.epochs} epoch(s) x "
-               f"{plan.steps_per_epoch} steps of batch {FLAGS.batch_size}; writing to "
-               f"{FLAGS.model_dir}")
+    length = (f"for {FLAGS.time_budget} in epochs of" if plan.budget_s
+              else f"{FLAGS.epochs} epoch(s) x")
+    common.say(f"{distribute.describe(plan.strategy)}; {length} {plan.steps_per_epoch} steps "
+               f"of batch {FLAGS.batch_size}; writing to {FLAGS.model_dir}")
 
 
 def _defined_by_absl(name: str) -> bool:
@@ -190,18 +240,39 @@ def run_config(plan: Plan) -> dict:
     return config
 
 
+def make_schedule(plan: Plan):
+    """The flags' learning-rate schedule: warm-up + cosine over --epochs, or one that
+    `budget.TimeBudget` fits to --time_budget while training."""
+    if plan.budget_s:
+        return FittedWarmupCosine(
+            optimizers.scaled_learning_rate(FLAGS.learning_rate, FLAGS.batch_size,
+                                            FLAGS.lr_scaling),
+            FLAGS.final_lr_fraction, warmup_fraction=1.0 if FLAGS.warmup_epochs else 0.0)
+    return optimizers.warmup_cosine_for(
+        FLAGS.learning_rate, FLAGS.batch_size, FLAGS.lr_scaling, FLAGS.epochs,
+        plan.steps_per_epoch, min(FLAGS.warmup_epochs, FLAGS.epochs), FLAGS.final_lr_fraction)
+
+
+def resume_schedule(plan: Plan, model) -> None:
+    """A resumed run's schedule: the flags' for --epochs (a larger --epochs extends the
+    cosine), the checkpoint's own for --time_budget (the run keeps its plan)."""
+    planned = FittedWarmupCosine.of(model.optimizer) is not None
+    if planned != bool(plan.budget_s):
+        started = "--time_budget" if planned else "--epochs"
+        raise common.AppError(f"{FLAGS.model_dir} holds a run started with {started}: "
+                              f"resume it with {started} (or start a new --model_dir)")
+    if not plan.budget_s:
+        model.optimizer.learning_rate = make_schedule(plan)
+
+
 def load_or_build(plan: Plan, checkpoint: str | None, done_epochs: int, done_batches: int):
-    """The checkpoint's model with the flags' schedule, or a new compiled one (in scope)."""
+    """The checkpoint's model with its run's schedule, or a new compiled one (in scope)."""
     with plan.strategy.scope():
-        schedule = optimizers.warmup_cosine_for(
-            FLAGS.learning_rate, FLAGS.batch_size, FLAGS.lr_scaling, FLAGS.epochs,
-            plan.steps_per_epoch, min(FLAGS.warmup_epochs, FLAGS.epochs),
-            FLAGS.final_lr_fraction)
         if checkpoint:
             common.say(f"resuming from {checkpoint} (epoch {done_epochs} done"
                        + (f", {done_batches} steps into the next)" if done_batches else ")"))
             model = common.load_model_file(checkpoint)
-            model.optimizer.learning_rate = schedule
+            resume_schedule(plan, model)
             if distribute.set_global_bn(model, plan.global_bn):
                 common.say(f"BatchNormalization is {'' if plan.global_bn else 'not '}"
                            f"synchronized across the {plan.strategy.num_replicas_in_sync} "
@@ -209,9 +280,48 @@ def load_or_build(plan: Plan, checkpoint: str | None, done_epochs: int, done_bat
             return model
         model = build_model(plan.info, plan.global_bn, plan.augment_in_model)
         model.compile(optimizer=optimizers.build_optimizer(
-            FLAGS.optimizer, learning_rate=schedule, weight_decay=FLAGS.weight_decay,
+            FLAGS.optimizer, learning_rate=make_schedule(plan), weight_decay=FLAGS.weight_decay,
             momentum=FLAGS.momentum))
         return model
+
+
+def train(model, plan: Plan, callbacks: list, augmenter, done_epochs: int,
+          done_batches: int) -> dict:
+    """`fit` from where the checkpoint left off to --epochs or the budget's end step; the
+    history ({} when there is nothing left to train)."""
+    schedule = FittedWarmupCosine.of(model.optimizer)
+    if schedule is None:
+        epochs, left = FLAGS.epochs, done_epochs < FLAGS.epochs
+        done = f"all {FLAGS.epochs} epochs already done"
+    else:  # TimeBudget stops training at the end step it plans
+        epochs = math.ceil(schedule.end_step / plan.steps_per_epoch) or _UNPLANNED_EPOCHS
+        step = done_epochs * plan.steps_per_epoch + done_batches
+        left = not schedule.end_step or step < schedule.end_step
+        done = f"all {schedule.end_step} steps of the time budget's plan already done"
+    if not left:
+        common.say(done)
+        return {}
+    return resilience.fit_from(
+        model, lambda start: distribute.training_input(
+            plan.strategy, lambda context: train_dataset(
+                plan.dataset, FLAGS.seed, plan.augment_in_model, augmenter, context, start)),
+        epoch=done_epochs, batch=done_batches, epochs=epochs,
+        steps_per_epoch=plan.steps_per_epoch, verbose=progress_verbosity(), shuffle=False,
+        callbacks=common.resilient(callbacks, plan.steps_per_epoch, resilience.PRETRAIN_HINT))
+
+
+def summarise(plan: Plan, model, history: dict, callbacks: list, wall_time_s: float) -> dict:
+    """What summary.json records: the last epoch's metrics, the run's length and speed, and
+    with --time_budget the plan and how it ended (`budget.TimeBudget.report`)."""
+    summary = {key: float(values[-1]) for key, values in history.items()}
+    summary.update(epochs=FLAGS.epochs, replicas=plan.strategy.num_replicas_in_sync,
+                   views_per_s=callbacks[0].median_views_per_s(), wall_time_s=wall_time_s)
+    timer = next((c for c in callbacks if isinstance(c, budget.TimeBudget)), None)
+    if timer is not None:
+        steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        summary.update(epochs=steps / plan.steps_per_epoch,
+                       time_budget={"budget_s": plan.budget_s, **timer.report(steps)})
+    return summary
 
 
 def main(argv):
@@ -220,9 +330,7 @@ def main(argv):
     plan = plan_run()
     announce(plan)
     model_dir, chief = FLAGS.model_dir, distribute.is_chief(plan.strategy)
-    if chief:
-        previous = common.run_config(model_dir).get("workers")
-        common.write_json(os.path.join(model_dir, common.CONFIG_FILE), run_config(plan))
+    previous = common.run_config(model_dir).get("workers") if chief else None
     # the newest readable checkpoint, the same on every worker (or a clear error)
     checkpoint, done_epochs = latest_checkpoint(
         os.path.join(model_dir, common.CHECKPOINT_DIR), plan.strategy)
@@ -232,24 +340,12 @@ def main(argv):
     keras.utils.set_random_seed(FLAGS.seed)  # the data order depends on it, resumed or not
     augmenter = make_augmenter()
     model = load_or_build(plan, checkpoint, done_epochs, done_batches)
-    callbacks = make_callbacks(model_dir, plan.strategy, augmenter.num_views)
-    history = {}
-    if done_epochs < FLAGS.epochs:
-        history = resilience.fit_from(
-            model, lambda start: distribute.training_input(
-                plan.strategy, lambda context: train_dataset(
-                    plan.dataset, FLAGS.seed, plan.augment_in_model, augmenter, context, start)),
-            epoch=done_epochs, batch=done_batches, epochs=FLAGS.epochs,
-            steps_per_epoch=plan.steps_per_epoch, verbose=progress_verbosity(), shuffle=False,
-            callbacks=common.resilient(callbacks, plan.steps_per_epoch,
-                                       resilience.PRETRAIN_HINT))
-    else:
-        common.say(f"all {FLAGS.epochs} epochs already done")
-    summary = {key: float(values[-1]) for key, values in history.items()}
-    summary.update(
-        epochs=FLAGS.epochs, resumed_from_epoch=done_epochs,
-        replicas=plan.strategy.num_replicas_in_sync, wall_time_s=time.perf_counter() - started,
-        views_per_s=callbacks[0].median_views_per_s())
+    schedule = FittedWarmupCosine.of(model.optimizer)
+    write_config(plan, schedule and schedule.plan)
+    callbacks = make_callbacks(model_dir, plan, augmenter.num_views, schedule, started)
+    history = train(model, plan, callbacks, augmenter, done_epochs, done_batches)
+    summary = summarise(plan, model, history, callbacks, time.perf_counter() - started)
+    summary["resumed_from_epoch"] = done_epochs
     if chief:
         storage.save_model(model, os.path.join(model_dir, common.MODEL_FILE))
         common.write_json(os.path.join(model_dir, "summary.json"), summary)
@@ -290,6 +386,11 @@ def summary_line(summary: dict, model_path: str) -> str:
     parts = [f"done in {minutes} min {seconds} s" if minutes else f"done in {seconds} s"]
     if summary.get("views_per_s"):
         parts[0] += f" ({summary['views_per_s']:,.0f} views/s)"
+    if "time_budget" in summary:
+        timed = summary["time_budget"]
+        parts.append(f"{timed['steps']:,} steps ({summary['epochs']:.1f} epochs) " + (
+            "as its first run planned" if timed["resumed"] else
+            f"in {100 * summary['wall_time_s'] / timed['budget_s']:.1f}% of the time budget"))
     if "loss" in summary:
         parts.append(f"loss {summary['loss']:.3f}")
     for key, name in (("contrastive_acc", "contrastive accuracy"), ("probe_acc", "probe accuracy")):

@@ -1,16 +1,15 @@
 """Accuracy per CPU budget: pretrain CIFAR-10 for --minutes, then linear and kNN top-1 on val.
 
-1. Calibration: a short `apps.pretrain` run with the same flags (2 epochs of
-   --calibration_views views each) measures the steady steps/s (its second epoch) and the
-   fixed cost of a run (start-up, data scan and decoding, graph compilation, saving). The
-   epochs are counted in views, not steps, so that small batches are timed as long as
-   large ones: 20 steps of batch 256 took about 8 s, and their speed was up to 18% off
-   the run's on a shared host.
-2. Pretraining: `python -m apps.pretrain --flagfile=FLAGFILE [pretrain flags] --dataset=...
-   --epochs=E --steps_per_epoch=S --model_dir=WORK/pretrain`, with E x S the number of steps
-   that fit in the budget after the fixed cost (less --margin), so that the warm-up + cosine
-   schedule ends when the budget does. S is at most one pass over the data; the recipe's
-   --warmup_epochs is rescaled to keep the same number of warm-up steps.
+1. Pretraining: `python -m apps.pretrain --flagfile=FLAGFILE [pretrain flags] --dataset=...
+   --time_budget=MINUTESm --model_dir=WORK/pretrain`. The app itself fits the run to the
+   budget (`keras_simclr.training.budget`): it times its first steps, plans the steps that
+   the time left holds, fits the warm-up + cosine to them, re-fits both as the host's speed
+   drifts, and stops when the budget ends; the steps and epochs it trained come from its
+   summary.json. The budget counts from the app's start (loading the data and building the
+   model count too), not from the process's (importing TensorFlow, a few seconds).
+2. With --total_steps instead, a fixed number of steps and no budget: `--epochs=E
+   --steps_per_epoch=S` with E x S the steps (S at most one pass over the data) and the
+   recipe's --warmup_epochs rescaled to keep its number of warm-up steps.
 3. Evaluation of the pretrained encoder and of a random-initialised one of the same
    architecture (`evaluation.random_init_like`, as `apps.linear_eval --random_init`), each
    on frozen features of the train split (extracted once per encoder, as `apps.linear_eval`
@@ -31,8 +30,8 @@ recipe can be varied from the command line. Prints progress, a JSON line with `-
 and appends a row to bench/RESULTS.md (`--results=` to skip). The pretraining wall time
 reported is that of the whole `apps.pretrain` process, beside its CPU time (user + system
 of the child, `RUSAGE_CHILDREN`) and their ratio (about the cores kept busy: 2.0 when both
-cores of a 2-core machine worked); the calibration is reported apart. On a machine shared
-with other work the budget is wall-clock, so fewer steps fit: compare recipes by CPU time.
+cores of a 2-core machine worked). On a machine shared with other work the budget is
+wall-clock, so fewer steps fit: compare recipes by CPU time.
 
     python bench/accuracy.py --minutes=30 --json
     python bench/accuracy.py --minutes=60 --flagfile=apps/configs/cifar10_cpu.cfg --temperature=0.3
@@ -42,7 +41,6 @@ import datetime
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -58,8 +56,8 @@ HEADER = ("| date | CPU | cores | command | recipe | budget min | pretraining mi
           "| linear top-1 | kNN top-1 | random-init linear | random-init kNN |\n"
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 # Flags of apps.pretrain that this script sets itself.
-OWN_PRETRAIN_FLAGS = ("dataset", "train_split", "epochs", "steps_per_epoch", "model_dir",
-                      "verbose", "flagfile")
+OWN_PRETRAIN_FLAGS = ("dataset", "train_split", "epochs", "steps_per_epoch", "time_budget",
+                      "model_dir", "verbose", "flagfile")
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
@@ -72,13 +70,8 @@ def parse_args(argv):
     parser.add_argument("--dataset", default=common.CIFAR10_FOLDER)
     parser.add_argument("--train_split", default="train")
     parser.add_argument("--eval_split", default="val")
-    parser.add_argument("--calibration_views", type=int, default=40960,
-                        help="views per epoch of the 2-epoch calibration run (rounded up "
-                             "to whole steps; 80 steps of batch 256)")
     parser.add_argument("--total_steps", type=int, default=0,
-                        help="pretraining steps; skips the calibration (0: from the budget)")
-    parser.add_argument("--margin", type=float, default=0.02,
-                        help="fraction of the budget left for per-epoch checkpoints and noise")
+                        help="pretraining steps instead of a time budget (0: --minutes)")
     parser.add_argument("--k", type=int, default=200, help="kNN neighbours")
     parser.add_argument("--knn_temperature", type=float, default=0.1)
     parser.add_argument("--regularization", type=float, default=1e-4,
@@ -141,13 +134,13 @@ def resolve_recipe(args):
     return flags.FLAGS
 
 
-def run_pretrain(args, model_dir, epochs, steps_per_epoch, extra=()):
-    """Run apps.pretrain to completion; (`Stopwatch` of the process, its summary.json)."""
+def run_pretrain(args, model_dir, length_flags):
+    """Run apps.pretrain to completion; (`Stopwatch` of the process, its summary.json).
+
+    `length_flags`: how long it trains (`length_flags`)."""
     command = [sys.executable, "-m", "apps.pretrain", f"--flagfile={args.flagfile}",
-               *args.pretrain_flags, *extra, f"--dataset={args.dataset}",
-               f"--train_split={args.train_split}", f"--epochs={epochs}",
-               f"--steps_per_epoch={steps_per_epoch}", f"--model_dir={model_dir}",
-               "--verbose=2"]
+               *args.pretrain_flags, *length_flags, f"--dataset={args.dataset}",
+               f"--train_split={args.train_split}", f"--model_dir={model_dir}", "--verbose=2"]
     log_path = model_dir + ".log"
     say(" ".join(command[1:]) + f"  (log: {log_path})")
     with open(log_path, "w") as log, common.Stopwatch(children=True) as watch:
@@ -161,42 +154,36 @@ def run_pretrain(args, model_dir, epochs, steps_per_epoch, extra=()):
         return watch, json.load(f)
 
 
-def calibrate(args, recipe, full_steps):
-    """Steady steps/s and the fixed cost (s) of an apps.pretrain run with these flags."""
-    from keras_simclr.views.multicrop import views_per_image
-
-    views_per_step = views_per_image(recipe.small_views) * recipe.batch_size
-    steps = min(math.ceil(args.calibration_views / views_per_step), full_steps)
-    model_dir = os.path.join(args.work_dir, "calibration")
-    watch, summary = run_pretrain(args, model_dir, 2, steps)
-    wall = watch.wall_s
-    shutil.rmtree(model_dir, ignore_errors=True)
-    # its second epoch; Throughput counts every view, full and small
-    steps_per_s = summary["views_per_s"] / views_per_step
-    overhead = wall - 2 * steps / steps_per_s
-    say(f"calibration: {steps_per_s:.3f} steps/s, fixed cost {overhead:.0f} s "
-        f"({wall:.0f} s for 2 x {steps} steps)")
-    return {"steps": 2 * steps, **watch.as_dict(), "steps_per_s": steps_per_s,
-            "views_per_s": summary["views_per_s"], "overhead_s": overhead}
-
-
-def plan(args, recipe, full_steps, calibration):
-    """Epochs, steps per epoch and warm-up epochs for the budget."""
-    if args.total_steps:
-        total = args.total_steps
-    else:
-        usable = args.minutes * 60 * (1 - args.margin) - calibration["overhead_s"]
-        total = int(usable * calibration["steps_per_s"])
-        if total < 1:
-            say(f"warning: a {args.minutes:g}-minute budget does not cover the fixed cost "
-                f"of {calibration['overhead_s']:.0f} s; running one step")
-            total = 1
-    epochs = math.ceil(total / full_steps)
-    steps_per_epoch = total // epochs
+def fixed_steps(args, recipe, full_steps):
+    """For --total_steps: epochs and steps per epoch (at most one pass over the data), and
+    --warmup_epochs rescaled to keep the recipe's number of warm-up steps."""
+    epochs = math.ceil(args.total_steps / full_steps)
+    steps_per_epoch = args.total_steps // epochs
     warmup_steps = round(recipe.warmup_epochs * full_steps)
     return {"total_steps": epochs * steps_per_epoch, "epochs": epochs,
             "steps_per_epoch": steps_per_epoch, "warmup_steps": warmup_steps,
             "warmup_epochs": min(epochs, warmup_steps / steps_per_epoch)}
+
+
+def length_flags(args, fixed):
+    """The apps.pretrain flags of how long it trains: --time_budget for --minutes, or the
+    `fixed_steps` (and no budget: the presets set one)."""
+    if fixed is None:
+        return [f"--time_budget={args.minutes:g}m"]
+    return ["--time_budget=", f"--epochs={fixed['epochs']}",
+            f"--steps_per_epoch={fixed['steps_per_epoch']}",
+            f"--warmup_epochs={fixed['warmup_epochs']!r}"]
+
+
+def trained(summary, fixed, full_steps):
+    """Steps, epochs and steps per epoch a finished apps.pretrain run trained, and the plan
+    its time budget made (None for `fixed_steps`), from its summary.json."""
+    if fixed is not None:
+        return {**fixed, "budget_plan": None}
+    timed = summary["time_budget"]
+    steps_per_epoch = timed["plan"]["steps_per_epoch"] if timed["plan"] else full_steps
+    return {"total_steps": timed["steps"], "epochs": summary["epochs"],
+            "steps_per_epoch": steps_per_epoch, "budget_plan": timed["plan"]}
 
 
 def evaluate(args, model, image_size, with_random_init):
@@ -304,6 +291,10 @@ def main(argv=None):
         say("warning: evaluating on the test split; only val may guide the choice of a recipe")
     result = common.run_info("bench/accuracy.py")
     recipe = resolve_recipe(args)
+    if recipe["epochs"].present and not args.total_steps:
+        raise SystemExit(f"error: {os.path.relpath(args.flagfile, REPO)} sets --epochs, which "
+                         "apps.pretrain refuses beside the --time_budget of --minutes: give "
+                         "--total_steps, or a preset without --epochs (cifar10_cpu.cfg)")
     from apps import recipe_flags
     from keras_simclr import data
 
@@ -321,24 +312,24 @@ def main(argv=None):
                   recipe={name: recipe[name].value for name in recipe_flags.RECIPE_FLAGS},
                   work_dir=args.work_dir)
 
-    result["calibration"] = None if args.total_steps else calibrate(args, recipe, full_steps)
-    result["plan"] = plan(args, recipe, full_steps, result["calibration"])
-    p = result["plan"]
-    say(f"pretraining {p['total_steps']} steps = {p['epochs']} epochs x "
-        f"{p['steps_per_epoch']} (a full pass is {full_steps}), warm-up {p['warmup_steps']} "
-        f"steps, for {budget_text(args)}")
+    fixed = fixed_steps(args, recipe, full_steps) if args.total_steps else None
+    if fixed:
+        say(f"pretraining {fixed['total_steps']} steps = {fixed['epochs']} epochs x "
+            f"{fixed['steps_per_epoch']} (a full pass is {full_steps}), warm-up "
+            f"{fixed['warmup_steps']} steps")
     model_dir = os.path.join(args.work_dir, "pretrain")
     keeper = curve.CheckpointKeeper(
         os.path.join(model_dir, "checkpoints"), os.path.join(args.work_dir, "curve"),
         curve.marks(args.curve_every, args.minutes), start=time.time())
     with keeper:
-        watch, summary = run_pretrain(args, model_dir, p["epochs"], p["steps_per_epoch"],
-                                     [f"--warmup_epochs={p['warmup_epochs']!r}"])
+        watch, summary = run_pretrain(args, model_dir, length_flags(args, fixed))
     wall = watch.wall_s
+    p = result["plan"] = trained(summary, fixed, full_steps)
     result.update(**watch.as_dict("pretrain_"), pretrain_summary=summary,
                   over_budget_s=None if args.total_steps else wall - 60 * args.minutes)
     say(f"pretraining took {wall / 60:.1f} min"
         + ("" if args.total_steps else f" ({wall - 60 * args.minutes:+.0f} s against the budget)")
+        + f" for {p['total_steps']} steps ({p['epochs']:.1f} epochs of {p['steps_per_epoch']})"
         + f", {summary.get('views_per_s') or 0:.0f} views/s, {watch.cpu_s / 60:.1f} CPU min "
         f"(CPU/wall {watch.cpu_over_wall:.2f})")
 
@@ -371,10 +362,8 @@ def main(argv=None):
         common.append_row(args.results, SECTION, HEADER, [
             result["date"], result["cpu"], str(result["cores"]), f"`{result['command']}`",
             recipe_cell(result), "-" if args.total_steps else f"{args.minutes:g}",
-            f"{wall / 60:.1f}" + (f" (+{result['calibration']['wall_s'] / 60:.1f} calibration)"
-                                   if result["calibration"] else ""),
-            common.time_cell(wall / 60, watch.cpu_s / 60),
-            f"{p['total_steps']} ({p['epochs']} x {p['steps_per_epoch']})",
+            f"{wall / 60:.1f}", common.time_cell(wall / 60, watch.cpu_s / 60),
+            f"{p['total_steps']} ({p['epochs']:.3g} x {p['steps_per_epoch']})",
             f"{summary.get('views_per_s') or 0:.0f}",
             percent(result["linear_top1"]), percent(result["knn_top1"]),
             percent(result["random_linear_top1"]), percent(result["random_knn_top1"])])

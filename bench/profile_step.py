@@ -45,7 +45,9 @@ GROUPS = (
     ("convolution forward", lambda name, kind: "Conv2D" in kind),
     ("matmul / einsum (SmallMapConv2D, head)",
      lambda name, kind: "MatMul" in kind or "Einsum" in kind),
-    ("BatchNormalization", lambda name, kind: "_bn" in name or "batch_norm" in name.lower()),
+    # the backbone's BN layers are NAME_bn, the projection head's bn_0, bn_1, ...
+    ("BatchNormalization",
+     lambda name, kind: "_bn" in name or "/bn_" in name or "batch_norm" in name.lower()),
     ("cast", lambda name, kind: kind == "Cast"),
     ("loss and the rest", lambda name, kind: True),
 )

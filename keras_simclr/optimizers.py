@@ -15,12 +15,17 @@ training stable at the large batches (up to 4096) and learning rates SimCLR uses
 
 The learning rate follows the official recipe: the base rate is scaled by the global batch
 (`base * batch / 256`, or `base * sqrt(batch)`), warmed up linearly from 0 and then decayed
-to 0 along a cosine (`WarmupCosine`; optionally to a fraction of the peak instead).
+to 0 along a cosine (`WarmupCosine`; optionally to a fraction of the peak instead). For a
+run given a time instead of epochs, `FittedWarmupCosine` is the same curve over a progress
+whose mapping onto the steps is re-fitted while training, without a jump in the rate.
 """
+from __future__ import annotations
+
 import math
 import re
 
 import keras
+import numpy as np
 from keras import ops
 
 # Matched (re.search) against a variable's path, e.g. `head/dense/bias`, `conv1_bn/gamma`.
@@ -166,6 +171,34 @@ class AdamW(_DecoupledDecayExclusion, keras.optimizers.AdamW):
     """`keras.optimizers.AdamW` whose decoupled decay skips variables matching `exclude`."""
 
 
+def warmup_cosine_curve(step, total_steps, warmup_steps, base, final_fraction=0.0, xp=ops):
+    """The learning rate of `WarmupCosine` at `step` (its docstring has the formula).
+
+    Every argument may be a tensor and `step` fractional (`FittedWarmupCosine` decides its
+    shape while training); `xp=numpy` computes with NumPy instead of `keras.ops`.
+    """
+    final = final_fraction * base
+    warm = step / xp.maximum(warmup_steps, 1e-9) * base
+    decay = total_steps - warmup_steps
+    progress = xp.minimum(step - warmup_steps, decay) / xp.maximum(decay, 1e-9)
+    cosine = final + 0.5 * (base - final) * (1.0 + xp.cos(math.pi * progress))
+    return xp.where(step < warmup_steps, warm, xp.where(decay > 0, cosine, final))
+
+
+def largest_step_change(steps: int, warmup_fraction: float, base: float,
+                        final_fraction: float = 0.0) -> float:
+    """The most a warm-up + cosine of `steps` steps changes the learning rate in one step.
+
+    Its warm-up rises by base / (warm-up steps) per step; its cosine falls by at most
+    (1 - final_fraction) * base * sin(pi / (2 * decay steps)), at its middle.
+    """
+    warmup = warmup_fraction * steps
+    decay = steps - warmup
+    rise = base / warmup if warmup >= 1 else (base if warmup_fraction else 0.0)
+    fall = (1 - final_fraction) * base * (math.sin(math.pi / (2 * decay)) if decay >= 1 else 1)
+    return max(rise, fall)
+
+
 @keras.saving.register_keras_serializable(package="keras_simclr")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up then cosine decay (official `WarmUpAndCosineDecay`).
@@ -196,17 +229,9 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         self.final_fraction = float(final_fraction)
 
     def __call__(self, step):
-        step = ops.cast(step, "float32")
-        base = self.base_learning_rate
-        final = self.final_fraction * base
-        warm = step / self.warmup_steps * base if self.warmup_steps else base
-        decay_steps = self.total_steps - self.warmup_steps
-        if decay_steps:
-            progress = ops.minimum(step - self.warmup_steps, decay_steps) / decay_steps
-            cosine = final + 0.5 * (base - final) * (1.0 + ops.cos(math.pi * progress))
-        else:
-            cosine = final
-        return ops.where(step < self.warmup_steps, warm, cosine)
+        return warmup_cosine_curve(ops.cast(step, "float32"), self.total_steps,
+                                   self.warmup_steps, self.base_learning_rate,
+                                   self.final_fraction)
 
     def get_config(self):
         return {
@@ -215,6 +240,111 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
             "warmup_steps": self.warmup_steps,
             "final_fraction": self.final_fraction,
         }
+
+
+@keras.saving.register_keras_serializable(package="keras_simclr")
+class FittedWarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Warm-up + cosine over a progress p in [0, 1] that `refit` maps onto the steps.
+
+    lr(step) is `warmup_cosine_curve` at p(step) = anchor_progress + (step - anchor_step)
+    * rate (at most 1), the warm-up a `warmup_fraction` of the progress: a `WarmupCosine`
+    whose length can change while training, for a time budget
+    (`keras_simclr.training.budget.TimeBudget` re-fits it after every step). `refit(step,
+    end_step)` re-anchors at `step`, where p and so the rate do not move, and sets the rate
+    so that p reaches 1 at `end_step`, but with no step changing the learning rate by more
+    than a warm-up + cosine of `end_step` steps does at its steepest
+    (`largest_step_change`), unless the way left (up to the peak in the warm-up, then down
+    to the final rate) is more than that times the steps left: then by that way over those
+    steps, the least any schedule ending on time needs. The state is a variable the
+    compiled step reads, and the config: a checkpoint holds the plan as it stood.
+
+    Args:
+        base_learning_rate: the peak, at the end of the warm-up.
+        final_fraction: the rate at progress 1, as a fraction of the peak.
+        end_step: the step where progress reaches 1 (0: not planned yet).
+        anchor_step, anchor_progress, rate: the map from steps to progress.
+        warmup_fraction: the warm-up's share of the progress. Before a plan, progress
+            stays at 0, where the rate is 0 with a warm-up (the default, 1) and the peak
+            without (0).
+        plan: what the plan was when made (a dict, kept for the summary of a resumed run).
+    """
+
+    def __init__(self, base_learning_rate, final_fraction=0.0, end_step=0, anchor_step=0,
+                 anchor_progress=0.0, rate=0.0, warmup_fraction=1.0, plan=None):
+        _check_learning_rate(base_learning_rate)
+        self.base_learning_rate = float(base_learning_rate)
+        self.final_fraction = float(final_fraction)
+        self.end_step = int(end_step)
+        self.plan = plan
+        self._state = keras.Variable(np.zeros(4), dtype="float64", trainable=False,
+                                     name="fitted_warmup_cosine")
+        self._set(anchor_step, anchor_progress, rate, warmup_fraction)
+
+    @staticmethod
+    def of(optimizer) -> FittedWarmupCosine | None:
+        """The one an optimizer (or the optimizer a `LossScaleOptimizer` wraps) follows."""
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+        schedule = getattr(optimizer, "_learning_rate", None)
+        return schedule if isinstance(schedule, FittedWarmupCosine) else None
+
+    def _set(self, anchor_step, anchor_progress, rate, warmup_fraction):
+        self.anchor_step, self.anchor_progress = int(anchor_step), float(anchor_progress)
+        self.rate, self.warmup_fraction = float(rate), float(warmup_fraction)
+        self._state.assign(np.array([anchor_step, anchor_progress, rate, warmup_fraction]))
+
+    def progress_at(self, step: int) -> float:
+        """Progress in [0, 1] at a step, on the current map."""
+        return min(1.0, self.anchor_progress + (step - self.anchor_step) * self.rate)
+
+    def _curve(self, progress: float, warmup_fraction: float) -> float:
+        return float(warmup_cosine_curve(min(progress, 1.0), 1.0, warmup_fraction,
+                                         self.base_learning_rate, self.final_fraction, xp=np))
+
+    def value_at(self, step: int) -> float:
+        """The learning rate at a step, on the current map, computed in Python."""
+        return self._curve(self.progress_at(step), self.warmup_fraction)
+
+    def largest_step_change(self, steps: int) -> float:
+        """`largest_step_change` of a warm-up + cosine of `steps` steps of this shape."""
+        return largest_step_change(steps, self.warmup_fraction, self.base_learning_rate,
+                                   self.final_fraction)
+
+    def __call__(self, step):
+        state = ops.convert_to_tensor(self._state)
+        progress = ops.minimum(state[1] + (ops.cast(step, "float64") - state[0]) * state[2], 1.0)
+        return ops.cast(warmup_cosine_curve(progress, 1.0, state[3], self.base_learning_rate,
+                                            self.final_fraction), "float32")
+
+    def refit(self, step: int, end_step: int, warmup_fraction: float | None = None) -> None:
+        """Reach progress 1 at `end_step`, from `step` on (see the class docstring); the
+        limit holds for the step after `step`, so re-fit after every step. A new
+        `warmup_fraction` belongs to the plan, made at progress 0 where it moves no rate."""
+        progress = self.progress_at(step)
+        w = self.warmup_fraction if warmup_fraction is None else warmup_fraction
+        here, base = self._curve(progress, w), self.base_learning_rate
+        steps_left = max(end_step - step, 1)
+        way_left = here - self.final_fraction * base + (2 * (base - here) if progress < w else 0)
+        limit = max(largest_step_change(end_step, w, base, self.final_fraction),
+                    way_left / steps_left) * (1 + 1e-9)
+
+        def within(rate):
+            return abs(self._curve(progress + rate, w) - here) <= limit
+
+        rate = (1.0 - progress) / steps_left if end_step > step else 0.0
+        if not within(rate):  # bisect for the largest rate within the limit
+            low, high = 0.0, rate
+            for _ in range(60):
+                low, high = ((low + high) / 2, high) if within((low + high) / 2) else (
+                    low, (low + high) / 2)
+            rate = low
+        self.end_step = int(end_step)
+        self._set(step, progress, rate, w)
+
+    def get_config(self):
+        return {"base_learning_rate": self.base_learning_rate,
+                "final_fraction": self.final_fraction, "end_step": self.end_step,
+                "anchor_step": self.anchor_step, "anchor_progress": self.anchor_progress,
+                "rate": self.rate, "warmup_fraction": self.warmup_fraction, "plan": self.plan}
 
 
 def scaled_learning_rate(base_lr, global_batch_size, scaling="linear"):

@@ -1,4 +1,5 @@
-"""Subprocess side of tests/test_distribute.py: runs that need their own TensorFlow process.
+"""Subprocess side of tests/test_distribute.py (and test_batchnorm.py): runs that need their
+own TensorFlow process.
 
 Logical CPU devices (and MultiWorkerMirroredStrategy) must be set up before TensorFlow
 initialises, so each check runs here, in a fresh interpreter, and writes its results to
@@ -6,6 +7,7 @@ an .npz or .json file that the test compares. Usage:
 
     python tests/_distribute_helper.py equivalence OUT.npz [1,2,4]
     python tests/_distribute_helper.py two_replicas OUT.json
+    python tests/_distribute_helper.py batchnorm OUT.npz
     python tests/_distribute_helper.py worker OUT_DIR MODEL_DIR EPOCHS [CRASH_EPOCH]
         (with TF_CONFIG set; one process per worker)
 """
@@ -356,6 +358,61 @@ def worker(out_dir, model_dir, epochs, crash_epoch="-1"):
     save()
 
 
+def _batchnorm_once(strategy, x, weights, **layer_kwargs):
+    """One training call of a FusedBatchNormalization on `x` split over the replicas: the
+    output, the gradients of sum(y * weights) for x, gamma and beta, the moving statistics."""
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_simclr.networks.batchnorm import FusedBatchNormalization
+
+    with strategy.scope():
+        layer = FusedBatchNormalization(momentum=0.9, epsilon=1e-5, **layer_kwargs)
+        layer.build(x.shape)
+        layer.gamma.assign(tf.linspace(0.5, 1.5, x.shape[-1]))
+        layer.beta.assign(tf.linspace(-0.2, 0.2, x.shape[-1]))
+    batches = tf.data.Dataset.from_tensors((x, weights))
+    inputs, per_replica_weights = next(iter(strategy.experimental_distribute_dataset(batches)))
+
+    def replica_step(x, weights):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * weights)
+        return (y, *tape.gradient(loss, [x, layer.gamma, layer.beta]))
+
+    outputs = tf.function(lambda *a: strategy.run(replica_step, a))(inputs, per_replica_weights)
+    y, dx, dgamma, dbeta = (strategy.experimental_local_results(t) for t in outputs)
+    return [np.concatenate(y), np.concatenate(dx), np.sum(dgamma, 0), np.sum(dbeta, 0),
+            layer.moving_mean.numpy(), layer.moving_variance.numpy()]
+
+
+def batchnorm(out_path):
+    """`_batchnorm_once` on one device (the reference: the whole batch's moments), and over
+    2 mirrored CPU replicas synchronized (they must agree with it) and not (per-replica
+    moments, which must not: the check can tell)."""
+    import numpy as np
+
+    distribute.configure_cpu_replicas(2)
+    import tensorflow as tf
+
+    # each replica's half shifted apart, so that its own moments are far from the global
+    shift = tf.reshape(tf.repeat([0.0, 3.0], 8), (16, 1, 1, 1))
+    x = tf.random.stateless_normal((16, 4, 4, 8), [0, 1]) + shift
+    weights = tf.random.stateless_normal(x.shape, [1, 2])
+    results = {}
+    for key, sync in (("one_device", False), ("synchronized", True), ("unsynchronized", False)):
+        if key == "one_device":
+            strategy = tf.distribute.get_strategy()
+        else:  # see `equivalence` on the collective keys of two strategies in one process
+            tf.distribute.MirroredStrategy._collective_key_base = 1000 * len(results)
+            strategy = tf.distribute.MirroredStrategy()
+        for i, value in enumerate(_batchnorm_once(strategy, x, weights, synchronized=sync)):
+            results[f"{key}/{i}"] = value
+    np.savez(out_path, **results)
+
+
 if __name__ == "__main__":
     mode, *args = sys.argv[1:]
-    {"equivalence": equivalence, "two_replicas": two_replicas, "worker": worker}[mode](*args)
+    {"equivalence": equivalence, "two_replicas": two_replicas, "worker": worker,
+     "batchnorm": batchnorm}[mode](*args)

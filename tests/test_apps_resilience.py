@@ -13,6 +13,7 @@ import time
 
 import keras
 
+from keras_simclr.optimizers import FittedWarmupCosine
 from keras_simclr.training import resilience
 from keras_simclr.training.callbacks import checkpoint_position, latest_checkpoint
 from test_apps import ROOT, TINY, read_bytes, run_app, write_folder
@@ -140,3 +141,38 @@ def test_kill_minus_nine_with_save_every_steps_resumes_inside_the_epoch(tmp_path
     assert f"resuming from {path}" in rerun.stdout
     final = keras.saving.load_model(os.path.join(model_dir, "model.keras"))
     assert int(final.optimizer.iterations) == 3 * 6
+
+
+def test_a_time_budget_is_planned_recorded_and_kept_by_the_resumed_run(tmp_path):
+    dataset = write_folder(str(tmp_path / "images"))  # 96 images: 6 steps per epoch
+    model_dir = str(tmp_path / "run")
+    process = start_pretrain(dataset, model_dir, "--time_budget=30s")
+    for line in process.stdout:  # stop the run as soon as it has its plan
+        if line.startswith("time budget "):
+            process.send_signal(signal.SIGTERM)
+            break
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 75, stderr[-3000:]
+    with open(os.path.join(model_dir, "config.json")) as f:
+        plan = json.load(f)["time_budget_plan"]
+    assert line.startswith(f"time budget 30 s: {plan['steps']:,} steps ") and plan["budget_s"] == 30
+    checkpoint, _ = latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    schedule = FittedWarmupCosine.of(keras.saving.load_model(checkpoint).optimizer)
+    epoch, batch = checkpoint_position(checkpoint)
+    assert schedule.plan == plan and schedule.end_step > 6 * epoch + batch
+
+    wrong = run_app("pretrain", f"--dataset={dataset}", f"--model_dir={model_dir}",
+                    "--epochs=3", *TINY, check=False)
+    assert wrong.returncode == 2 and wrong.stderr.strip().splitlines()[-1] == (
+        f"error: {model_dir} holds a run started with --time_budget: resume it with "
+        "--time_budget (or start a new --model_dir)")
+    rerun = run_app("pretrain", f"--dataset={dataset}", f"--model_dir={model_dir}",
+                    "--time_budget=30s", "--json", *TINY)
+    assert "time budget " not in rerun.stdout  # no new plan
+    summary = json.loads(rerun.stdout.strip().splitlines()[-1])
+    final = keras.saving.load_model(os.path.join(model_dir, "model.keras"))
+    assert int(final.optimizer.iterations) == schedule.end_step == summary["time_budget"]["steps"]
+    assert summary["time_budget"]["plan"] == plan and summary["time_budget"]["resumed"]
+    assert summary["epochs"] == schedule.end_step / 6
+    with open(os.path.join(model_dir, "config.json")) as f:
+        assert json.load(f)["time_budget_plan"] == plan

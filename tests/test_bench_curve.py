@@ -68,42 +68,25 @@ def test_keeper_thread_catches_checkpoints_of_a_running_job(tmp_path):
     assert keeper.kept[0]["epoch"] == 1
 
 
-def test_calibration_counts_the_small_views_of_multi_crop(monkeypatch, tmp_path):
-    """Throughput counts 2 + k views per image, so steps/s divides by them all."""
+def test_a_budget_is_the_apps_time_budget_and_its_summary_the_plan(tmp_path):
+    """The script's own calibration run and step count gave way to apps.pretrain's budget."""
     import types
 
     from bench import accuracy
 
-    watch = types.SimpleNamespace(wall_s=100.0, as_dict=lambda: {"wall_s": 100.0})
-    # 4 views per image (2 full + 2 small), batch 64: 512 views/s is 2 steps/s
-    monkeypatch.setattr(accuracy, "run_pretrain",
-                        lambda *a, **k: (watch, {"views_per_s": 512.0}))
-    args = types.SimpleNamespace(calibration_views=5120, work_dir=str(tmp_path))
-    recipe = types.SimpleNamespace(batch_size=64, small_views=2)
-    calibration = accuracy.calibrate(args, recipe, full_steps=100)
-    assert calibration["steps"] == 2 * 20
-    assert calibration["steps_per_s"] == pytest.approx(2.0)
-    assert calibration["overhead_s"] == pytest.approx(100.0 - 40 / 2.0)
+    args = accuracy.parse_args([f"--work_dir={tmp_path}", "--minutes=7.5"])
+    assert accuracy.length_flags(args, None) == ["--time_budget=7.5m"]
+    plan = {"steps": 300, "steps_per_epoch": 43}
+    summary = {"epochs": 6.5, "time_budget": {"steps": 280, "plan": plan}}
+    assert accuracy.trained(summary, None, 43) == {
+        "total_steps": 280, "epochs": 6.5, "steps_per_epoch": 43, "budget_plan": plan}
 
-
-@pytest.mark.parametrize("batch_size, steps", [(256, 80), (1024, 20), (100, 205)])
-def test_calibration_epochs_hold_the_same_views_for_every_batch_size(monkeypatch, tmp_path,
-                                                                      batch_size, steps):
-    """Small batches get more calibration steps, so each is timed over as many views."""
-    import types
-
-    from bench import accuracy
-
-    ran = []
-    watch = types.SimpleNamespace(wall_s=100.0, as_dict=lambda: {"wall_s": 100.0})
-    monkeypatch.setattr(accuracy, "run_pretrain", lambda args, model_dir, epochs, steps_:
-                        ran.append((epochs, steps_)) or (watch, {"views_per_s": 1000.0}))
-    args = accuracy.parse_args([f"--work_dir={tmp_path}"])
-    recipe = types.SimpleNamespace(batch_size=batch_size, small_views=0)
-    accuracy.calibrate(args, recipe, full_steps=1000)
-    assert ran == [(2, steps)]
-    accuracy.calibrate(args, recipe, full_steps=10)  # never more than one pass per epoch
-    assert ran[-1] == (2, 10)
+    args = accuracy.parse_args([f"--work_dir={tmp_path}", "--total_steps=1050"])
+    recipe = types.SimpleNamespace(warmup_epochs=10)
+    fixed = accuracy.fixed_steps(args, recipe, full_steps=43)  # 25 epochs of 42 steps
+    assert accuracy.length_flags(args, fixed) == [
+        "--time_budget=", "--epochs=25", "--steps_per_epoch=42", f"--warmup_epochs={430 / 42!r}"]
+    assert accuracy.trained({"epochs": 25}, fixed, 43)["total_steps"] == 1050
 
 
 def test_a_second_curve_of_the_day_does_not_overwrite_the_first(monkeypatch, tmp_path):

@@ -26,6 +26,7 @@ def test_spans_are_scaled_to_the_step_cpu_time_and_take_the_median():
     ("m/stem_conv/convolution", "_MklNativeConv2D", "convolution forward"),
     ("m/stage4_block1_1_conv/MatMul", "_MklMatMul", "matmul / einsum (SmallMapConv2D, head)"),
     ("m/stem_bn/FusedBatchNormV3", "_MklFusedBatchNormV3", "BatchNormalization"),
+    ("gradient_tape/m/projection_head_1/bn_0_1/moments/Mean", "Mean", "BatchNormalization"),
     ("StatefulPartitionedCall/lars/Mul_3", "Mul", "optimizer (LARS)"),
     ("m/Cast_2", "Cast", "cast"),
     ("m/loss/Exp", "Exp", "loss and the rest"),

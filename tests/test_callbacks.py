@@ -56,6 +56,26 @@ def test_checkpoints_inside_epochs_sort_between_the_epochs_and_rotate_with_them(
         checkpoint_position("model.keras")
 
 
+class StopAt(keras.callbacks.Callback):
+    """Stops training after global step `step` (as a time budget's end does)."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations) == self.step:
+            self.model.stop_training = True
+
+
+def test_a_checkpoint_where_training_stopped_inside_an_epoch_is_named_by_its_step(tmp_path):
+    directory = str(tmp_path / "ckpt")
+    model = tiny_model()
+    model.fit(np.zeros((16, 4)), np.zeros((16, 2)), batch_size=2, epochs=3, verbose=0,
+              callbacks=[StopAt(11), EpochCheckpoint(directory, steps_per_epoch=8)])
+    assert sorted(os.listdir(directory)) == ["ckpt-1-3.keras", "ckpt-1.keras"]
+
+
 def test_the_next_save_removes_partial_files_of_an_interrupted_one(tmp_path):
     directory = str(tmp_path / "ckpt")
     os.makedirs(directory)

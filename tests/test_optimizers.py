@@ -199,6 +199,53 @@ def test_warmup_cosine_ends_at_its_final_fraction():
         opt_lib.WarmupCosine(1.0, total_steps=10, warmup_steps=1, final_fraction=1.5)
 
 
+def _rates(schedule, steps):
+    return np.array([float(schedule(step)) for step in range(steps)])
+
+
+def test_a_fitted_schedule_planned_at_the_start_is_the_warmup_cosine():
+    schedule = opt_lib.FittedWarmupCosine(2.0, final_fraction=0.1)
+    assert float(schedule(5)) == 0.0  # progress held at 0 before a plan
+    schedule.refit(0, 110, warmup_fraction=10 / 110)
+    expected = _rates(opt_lib.WarmupCosine(2.0, 110, 10, final_fraction=0.1), 120)
+    np.testing.assert_allclose(_rates(schedule, 120), expected, rtol=1e-6, atol=1e-6)
+    assert schedule.largest_step_change(110) == pytest.approx(0.2)  # the warm-up's 2 / 10
+    assert np.max(np.abs(np.diff(expected))) <= 0.2 + 1e-6
+
+
+@pytest.mark.parametrize("end,steeper", [(170, False), (140, True)])
+def test_refits_keep_the_rate_and_bound_every_step(end, steeper):
+    schedule = opt_lib.FittedWarmupCosine(1.0)
+    schedule.refit(0, 200, warmup_fraction=0.4)
+    before = schedule.value_at(100)
+    rates = []
+    for step in range(100, end + 1):  # re-fitted after every step, as TimeBudget does
+        schedule.refit(step, end)
+        assert step > 100 or schedule.value_at(100) == pytest.approx(before, abs=1e-12)
+        rates.append(float(schedule(step)))
+    assert abs(rates[0] - before) < 1e-6 and rates[-1] == pytest.approx(0.0, abs=1e-6)
+    # The last 100 steps now fit in 70 (or 40), the rest of the cosine steeper; no step
+    # changes the rate more than a schedule of `end` steps does at its steepest, except
+    # where the steps left are too few even for a straight descent to 0: then by as much
+    # as that descent's steps.
+    cosine = opt_lib.largest_step_change(end, 0.4, 1.0)
+    changes = np.abs(np.diff(rates))
+    straight = np.array(rates[:-1]) / (end - np.arange(100, end))
+    assert np.all(changes <= np.maximum(cosine, straight) * (1 + 1e-5))
+    assert (changes.max() > cosine * 1.01) == steeper
+
+
+def test_the_fitted_plan_travels_in_the_optimizer_config():
+    schedule = opt_lib.FittedWarmupCosine(0.5, warmup_fraction=0.0, plan={"steps": 90})
+    schedule.refit(30, 90)
+    optimizer = opt_lib.LARS(schedule)
+    clone = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    restored = opt_lib.FittedWarmupCosine.of(clone)
+    assert restored.end_step == 90 and restored.plan == {"steps": 90}
+    np.testing.assert_allclose(_rates(restored, 100), _rates(schedule, 100))
+    assert opt_lib.FittedWarmupCosine.of(opt_lib.LARS(0.1)) is None
+
+
 def test_learning_rate_helpers():
     assert opt_lib.scaled_learning_rate(1.0, 512) == pytest.approx(2.0)
     assert opt_lib.scaled_learning_rate(0.075, 4096, "sqrt") == pytest.approx(4.8)

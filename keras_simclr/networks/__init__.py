@@ -3,8 +3,8 @@
 - `backbones`: ResNet-10 to -152 (CIFAR or ImageNet stem, width multipliers, selective
   kernels) and the backbone-family registry behind `--backbone`.
 - `conv`, `batchnorm`, `selective_kernel`: layers the ResNets use where Keras' own are slow
-  on the CPU or missing (small-map convolutions as matrix products, fused bfloat16 BN, SK
-  mixing).
+  on the CPU or missing (small-map convolutions as matrix products, BN through the fused
+  kernel, SK mixing).
 - `heads`: the projection head, an MLP with BatchNormalization.
 
 A new encoder family is one function building a `keras.Model` from images to h, added with

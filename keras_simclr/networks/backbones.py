@@ -16,8 +16,8 @@ and ResNet-50/101/152 (bottlenecks) after He et al. 2016, with
   2048*width (50/101/152), with the last stage's width;
 - BatchNormalization with momentum 0.9 and epsilon 1e-5 as the official code, the last BN
   of every residual branch initialised to zero, and `synchronized_bn` passed at
-  construction: set after construction it would be lost on `.keras` reload; bfloat16
-  activations train through TensorFlow's fused kernel (`batchnorm.FusedBatchNormalization`);
+  construction: set after construction it would be lost on `.keras` reload; BN runs
+  through TensorFlow's fused kernel (`batchnorm.FusedBatchNormalization`);
 - the official SimCLR architecture's details as options, so that its released weights
   load into this network (`keras_simclr.exchange.official`): `padding="fixed"` for its strided
   convolutions and `sk_ratio` for SimCLRv2's selective kernel models.

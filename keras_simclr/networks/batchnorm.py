@@ -1,43 +1,56 @@
-"""BatchNormalization that trains bfloat16 activations with TensorFlow's fused kernel.
+"""BatchNormalization through TensorFlow's fused kernel, in training and in inference.
 
-Keras' BatchNormalization casts bfloat16 and float16 inputs to float32, computes the
-moments and the normalisation with separate element-wise ops and reductions (and as many
-again for the gradient), and casts back: on a CPU, in a mixed_bfloat16 train step of a small
-ResNet, that is more CPU time than the float32 step spends on BatchNormalization
-(bench/profile_step.py). `FusedBatchNormalization` runs such inputs in training through
-`FusedBatchNormV3` instead, which oneDNN implements for bfloat16 with float32 statistics:
-one op forward, one backward. float32 inputs, inference, synchronized BN, masks and renorm
-take Keras' own path, so float32 training computes exactly what Keras computes.
+Keras' BatchNormalization computes the moments and the normalisation with separate
+element-wise ops and reductions (`Mean`, `SquaredDifference`, `Mul`, ...; as many again for
+the gradient), and for bfloat16 or float16 inputs casts to float32 and back around them: in
+the train step of a small ResNet on a CPU that is about a third of the step's CPU time
+(bench/profile_step.py). `FusedBatchNormalization` runs 4-D channels-last inputs through
+`FusedBatchNormV3` instead (oneDNN implements it for float32 and for bfloat16 with float32
+statistics): one op forward, one backward, in training (batch moments) and in inference
+(moving statistics). It computes what Keras' layer computes, to float32 rounding: outputs,
+gradients and moving statistics agree within 1e-5 of their scale (tests/test_batchnorm.py).
+
+Synchronized BN keeps Keras' path: its moments come from an all-reduce over the replicas,
+and the fused kernel given those moments (its inference form) would not pass gradients
+through them, which training needs. Masks, renorm, other ranks and layouts, and layers
+without scale or center also keep Keras' path.
 """
 import keras
 import tensorflow as tf
 
-_HALF = ("bfloat16", "float16")
+_FUSED_DTYPES = ("float32", "bfloat16", "float16")  # what FusedBatchNormV3 takes
 
 
 @keras.saving.register_keras_serializable(package="keras_simclr")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
-    """`keras.layers.BatchNormalization` with the fused path for half-precision training.
+    """`keras.layers.BatchNormalization` through the fused kernel where it applies.
 
     Same arguments, weights and config; the moving statistics are updated as Keras does
     (with the biased batch variance).
     """
 
-    def _fuses(self, inputs, training, mask) -> bool:
-        return (bool(training) and self.trainable and mask is None
-                and keras.backend.backend() == "tensorflow"
-                and keras.backend.standardize_dtype(inputs.dtype) in _HALF
+    def _fuses(self, inputs, mask) -> bool:
+        return (mask is None and keras.backend.backend() == "tensorflow"
+                and keras.backend.standardize_dtype(inputs.dtype) in _FUSED_DTYPES
                 and len(inputs.shape) == 4 and self.axis in (-1, 3)
                 and not self.synchronized and not self.renorm
                 and self.scale and self.center)
 
     def call(self, inputs, training=None, mask=None):
-        if not self._fuses(inputs, training, mask):
+        if not self._fuses(inputs, mask):
             return super().call(inputs, training=training, mask=mask)
+        scale = tf.cast(self.gamma, tf.float32)
+        offset = tf.cast(self.beta, tf.float32)
+        if not (training and self.trainable):  # Keras' rule: frozen layers infer
+            outputs, *_ = tf.raw_ops.FusedBatchNormV3(
+                x=inputs, scale=scale, offset=offset,
+                mean=tf.cast(self.moving_mean, tf.float32),
+                variance=tf.cast(self.moving_variance, tf.float32),
+                epsilon=self.epsilon, data_format="NHWC", is_training=False)
+            return outputs
         empty = tf.constant([], tf.float32)
         outputs, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
-            x=inputs, scale=tf.cast(self.gamma, tf.float32),
-            offset=tf.cast(self.beta, tf.float32), mean=empty, variance=empty,
+            x=inputs, scale=scale, offset=offset, mean=empty, variance=empty,
             epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC",
             is_training=True)
         # The kernel returns the unbiased variance (n / (n - 1)); Keras averages the biased.

@@ -9,6 +9,8 @@
 - `resilience`: the non-finite guard, saving on a signal, resuming mid-epoch (`fit_from`).
 - `precision`: Keras dtype policies and what the CPU supports natively.
 - `gradient_cache`: the exact gradient of a batch-coupled loss computed in chunks.
+- `budget`: training for a wall-clock budget (`TimeBudget` fits the steps and the schedule
+  to the host's measured speed).
 
 A side concern of training (logging, stopping, saving) is a callback here; a change of the
 step's arithmetic belongs to the model. Imports: `utils` only.

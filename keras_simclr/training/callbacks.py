@@ -105,17 +105,26 @@ class EpochCheckpoint(keras.callbacks.Callback):
         keep: checkpoints kept; older ones, and temporary files of interrupted saves,
             are deleted after each save.
         strategy: the distribution strategy (default: the model's).
+        steps_per_epoch: with it, the checkpoint at the end of an epoch is named after the
+            optimizer's step, so that one where training stopped inside an epoch (at a
+            time budget's end) is `ckpt-EPOCH-BATCH.keras`, the position it holds.
     """
 
     def __init__(self, directory: str, keep: int = 3,
-                 strategy: tf.distribute.Strategy | None = None):
+                 strategy: tf.distribute.Strategy | None = None,
+                 steps_per_epoch: int | None = None):
         super().__init__()
         self.directory = directory
         self.keep = keep
         self.strategy = strategy
+        self.steps_per_epoch = steps_per_epoch
 
     def on_epoch_end(self, epoch, logs=None):
-        self.save(epoch + 1)
+        if not self.steps_per_epoch:
+            self.save(epoch + 1)
+            return
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        self.save(*divmod(step, self.steps_per_epoch))
 
     def save(self, epoch: int, batch: int = 0) -> str:
         """Save the model as `checkpoint_name(epoch, batch)` and rotate; returns its path.

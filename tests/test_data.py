@@ -115,7 +115,12 @@ def test_pretrain_batches_are_full_uint8_batches():
     images, labels = got[0]
     assert images.shape == (64, 32, 32, 3) and images.dtype == np.uint8
     assert labels.shape == (64,) and labels.dtype == np.int64
-    assert len(set(labels.tolist())) > 3  # shuffled, not in generation order by chance
+    assert len(set(labels.tolist())) > 3
+    # Shuffled: the batch's images come from all over the split, not in generation order.
+    ordered, _ = data.shapes_arrays("test")
+    position = {image.tobytes(): i for i, image in enumerate(ordered)}
+    index = [position[image.tobytes()] for image in images]
+    assert len(set(index)) == 64 and index != sorted(index) and max(index) >= 2 * 64
 
 
 def test_pretrain_without_shuffle_keeps_the_dataset_order():

@@ -1,4 +1,4 @@
-"""Tests of keras_simclr.data on tiny generated data (no network, no /work/shared needed)."""
+"""Tests of keras_simclr.data on tiny generated data (no network, no prepared data set needed)."""
 import io
 import os
 import re

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from sklearn.linear_model import LogisticRegression
 
 from conftest import blob_images
-from keras_simclr import data
+from keras_simclr import data, evaluation
 from keras_simclr.evaluation import viz
+from test_evaluation import numpy_knn_scores
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--image_size=16", "--width_multiplier=0.125", "--batch_size=16", "--head_depth=2",
@@ -133,6 +135,19 @@ def test_linear_eval_full_and_knn_eval(pretrained):
     run_app("knn_eval", f"--model_dir={model_dir}", "--k=5")
     knn = json.load(open(os.path.join(model_dir, "knn_eval.json")))
     assert knn["k"] == 5 and 0.0 <= knn["top1"] <= 1.0
+    # The reported accuracies against independent computations on the run's own features:
+    # a float64 NumPy kNN, and scikit-learn's regression at the strength the grid chose.
+    encoder = keras.saving.load_model(os.path.join(model_dir, "model.keras")).encoder
+    train_x, train_y, eval_x, eval_y = (
+        array for split in ("train", "test") for array in evaluation.extract_features(
+            lambda x: encoder(x, training=False),
+            data.embed_dataset(dataset, split, image_size=16, batch_size=64)))
+    scores = numpy_knn_scores(train_x, train_y, eval_x, 4, 5, 0.1)
+    assert knn["top1"] == np.mean(scores.argmax(axis=1) == eval_y)
+    mean, std = train_x.mean(axis=0), train_x.std(axis=0) + 1e-6
+    regression = LogisticRegression(C=1 / (tuned["regularization"] * len(train_x)),
+                                    max_iter=1000).fit((train_x - mean) / std, train_y)
+    assert tuned["top1"] == regression.score((eval_x - mean) / std, eval_y)
 
 
 def test_export_reload_and_embed_agree(pretrained, exported, tmp_path):

@@ -85,20 +85,38 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_the_last_good_model(tmp_p
     assert f"resuming from {model_dir}/checkpoints/ckpt-1.keras (epoch 1 done)" in lower.stdout
 
 
+def _files_outside_logs(directory):
+    """{relative path: bytes} of every file under `directory` but its TensorBoard logs."""
+    found = {}
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = [d for d in dirs if not (root == directory and d == "logs")]
+        for name in files:
+            path = os.path.join(root, name)
+            found[os.path.relpath(path, directory)] = read_bytes(path)
+    return found
+
+
 def test_a_diverging_run_on_two_replicas_with_gradient_caching_writes_nothing(tmp_path):
     dataset = write_folder(str(tmp_path / "images"), {"train": 64, "test": 16})
     model_dir = str(tmp_path / "run")
-    diverged = run_app("pretrain", f"--dataset={dataset}", f"--model_dir={model_dir}",
-                       "--epochs=3", "--learning_rate=1e9", "--strategy=mirrored",
-                       "--cpu_replicas=2", "--chunk_size=8", *TINY, check=False)
+    command = ["pretrain", f"--dataset={dataset}", f"--model_dir={model_dir}", "--epochs=3",
+               "--learning_rate=1e9", "--strategy=mirrored", "--cpu_replicas=2",
+               "--chunk_size=8", *TINY]
+    diverged = run_app(*command, check=False)
     assert diverged.returncode == 3, diverged.stderr[-3000:]
     assert diverged.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "2 replica(s)" in diverged.stdout
-    assert not {"model.keras", "summary.json"} & set(os.listdir(model_dir))
-    checkpoints = os.path.join(model_dir, "checkpoints")
-    for name in os.listdir(checkpoints) if os.path.isdir(checkpoints) else []:
-        checkpoint = keras.saving.load_model(os.path.join(checkpoints, name))  # epochs before
-        assert resilience.non_finite_variables(checkpoint) == [], name
+    # Epoch 1 (4 steps) ends before the loss overflows; nothing of the diverged epoch is kept.
+    written = _files_outside_logs(model_dir)
+    assert set(written) == {"config.json", os.path.join("checkpoints", "ckpt-1.keras")}
+    checkpoint = keras.saving.load_model(os.path.join(model_dir, "checkpoints", "ckpt-1.keras"))
+    assert resilience.non_finite_variables(checkpoint) == []
+    assert int(checkpoint.optimizer.iterations) == 64 // 16
+    # Resumed from that checkpoint, the same run diverges again and leaves every byte as it was.
+    again = run_app(*command, check=False)
+    assert again.returncode == 3, again.stderr[-3000:]
+    assert f"resuming from {model_dir}/checkpoints/ckpt-1.keras" in again.stdout
+    assert _files_outside_logs(model_dir) == written
 
 
 def test_sigterm_saves_the_current_step_and_the_rerun_resumes_there(tmp_path):
@@ -133,12 +151,19 @@ def test_kill_minus_nine_with_save_every_steps_resumes_inside_the_epoch(tmp_path
     model_dir = str(tmp_path / "run")
     path, _ = kill_minus_nine_after("ckpt-0-4.keras", dataset, model_dir, "--epochs=3",
                                     "--save_every_steps=4")
-    position = checkpoint_position(path)
-    assert position in [(0, 4), (1, 0), (1, 2)], position  # steps 4, 6, 8
+    assert checkpoint_position(path) in [(0, 4), (1, 0), (1, 2)], path  # steps 4, 6, 8
+    # The kill may land after a later save; those are removed so that the run resumes from
+    # step 4, inside the first epoch, the case this test is about.
+    checkpoints = os.path.join(model_dir, "checkpoints")
+    for name in set(os.listdir(checkpoints)) - {"ckpt-0-4.keras"}:
+        os.remove(os.path.join(checkpoints, name))
+    path, _ = latest_checkpoint(checkpoints)
+    assert checkpoint_position(path) == (0, 4)
+    assert int(keras.saving.load_model(path).optimizer.iterations) == 4
 
     rerun = run_app("pretrain", f"--dataset={dataset}", f"--model_dir={model_dir}",
                     "--epochs=3", "--save_every_steps=4", *TINY)
-    assert f"resuming from {path}" in rerun.stdout
+    assert f"resuming from {path} (epoch 0 done, 4 steps into the next)" in rerun.stdout
     final = keras.saving.load_model(os.path.join(model_dir, "model.keras"))
     assert int(final.optimizer.iterations) == 3 * 6
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_simclr.training import distribute
+from keras_simclr.training import callbacks, distribute
 from keras_simclr.training.callbacks import (EpochCheckpoint, Throughput, checkpoint_position,
                                     latest_checkpoint)
 
@@ -142,10 +142,15 @@ def test_checkpoints_on_an_in_memory_filesystem(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
-def test_throughput_reports_views_per_second():
-    throughput = Throughput(global_batch_size=4)
+def test_throughput_reports_views_per_second(monkeypatch):
+    # A clock read at each epoch's begin and end: the epochs take 2, 0.5 and 4 seconds.
+    clock = iter([10.0, 12.0, 20.0, 20.5, 30.0, 34.0])
+    monkeypatch.setattr(callbacks, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    throughput = Throughput(global_batch_size=4, views_per_image=3)
     history = tiny_model().fit(np.zeros((16, 4)), np.zeros((16, 2)), batch_size=4, epochs=3,
                                verbose=0, callbacks=[throughput]).history
-    assert len(history["views_per_s"]) == 3 and min(history["views_per_s"]) > 0
+    want = [4 * 4 * 3 / seconds for seconds in (2.0, 0.5, 4.0)]  # steps x views / seconds
+    assert history["views_per_s"] == pytest.approx(want, rel=1e-12)
+    assert [entry["seconds"] for entry in throughput.history] == [2.0, 0.5, 4.0]
     rates = [entry["views_per_s"] for entry in throughput.history]
-    assert throughput.median_views_per_s() == float(np.median(rates[1:]))
+    assert throughput.median_views_per_s() == float(np.median(rates[1:])) == 54.0

@@ -89,11 +89,21 @@ def test_matmul_path_only_for_maps_no_larger_than_the_kernel():
     assert not SmallMapConv2D(4, 3, dilation_rate=2).uses_matmul((None, 2, 2, 8))
 
 
-def test_unknown_spatial_size_takes_the_convolution_path():
+def test_unknown_spatial_size_takes_the_convolution_path(monkeypatch):
+    matmuls, original = [], conv.conv_as_matmul
+
+    def spy(*args):
+        matmuls.append(tuple(args[0].shape))
+        return original(*args)
+
+    monkeypatch.setattr(conv, "conv_as_matmul", spy)
     layer = SmallMapConv2D(4, 3, padding="same")
     fn = tf.function(layer, input_signature=[tf.TensorSpec((None, None, None, 2))])
     x = tf.random.uniform((2, 1, 1, 2))
-    np.testing.assert_allclose(fn(x).numpy(), layer(x).numpy(), rtol=1e-5, atol=1e-6)
+    got = fn(x).numpy()
+    assert matmuls == []  # traced with an unknown height and width: the convolution
+    np.testing.assert_allclose(got, layer(x).numpy(), rtol=1e-5, atol=1e-6)
+    assert matmuls == [(2, 1, 1, 2)]  # the known 1x1 map: the matmul, seen by the spy
 
 
 def test_resnet_at_32px_runs_its_last_stages_as_matmuls_and_reloads(tmp_path):

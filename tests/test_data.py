@@ -1,4 +1,4 @@
-"""Tests of keras_simclr.data on tiny generated data (no network, no /work/shared needed)."""
+"""Tests of keras_simclr.data on tiny generated data (no network, no prepared data set needed)."""
 import io
 import os
 import re
@@ -19,8 +19,6 @@ from toy_source import ToySource
 
 data.register_source("toy", ToySource)  # the one line that adds a source
 
-CIFAR10_FOLDER = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
-                              "cifar10")
 COLOURS = [(220, 30, 30), (30, 200, 40), (40, 60, 230), (230, 220, 30)]
 
 
@@ -115,7 +113,12 @@ def test_pretrain_batches_are_full_uint8_batches():
     images, labels = got[0]
     assert images.shape == (64, 32, 32, 3) and images.dtype == np.uint8
     assert labels.shape == (64,) and labels.dtype == np.int64
-    assert len(set(labels.tolist())) > 3  # shuffled, not in generation order by chance
+    assert len(set(labels.tolist())) > 3
+    # Shuffled: the batch's images come from all over the split, not in generation order.
+    ordered, _ = data.shapes_arrays("test")
+    position = {image.tobytes(): i for i, image in enumerate(ordered)}
+    index = [position[image.tobytes()] for image in images]
+    assert len(set(index)) == 64 and index != sorted(index) and max(index) >= 2 * 64
 
 
 def test_pretrain_without_shuffle_keeps_the_dataset_order():
@@ -589,16 +592,25 @@ def test_tfds_split_slices_are_read(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------
-# Acceptance on the shared CIFAR-10 folder (skipped when it is absent)
+# A CIFAR-10 folder as the README prepares it (train/val, one directory per class)
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck"]
 
 
-@pytest.mark.skipif(not os.path.isdir(CIFAR10_FOLDER), reason="shared CIFAR-10 folder absent")
-def test_cifar10_folder_has_the_expected_splits_and_classes():
-    dataset = data.FOLDER_PREFIX + CIFAR10_FOLDER
+def test_cifar10_folder_has_the_expected_splits_and_classes(tmp_path):
+    # The layout of a prepared CIFAR-10 (45,000 / 5,000 images), with 3 / 1 per class.
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", 3), ("val", 1)):
+        for name in CIFAR10_CLASSES[::-1]:  # written out of order: classes sort by name
+            for k in range(per_class):
+                write_image(os.path.join(tmp_path, split, name, f"{k}.png"),
+                            rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    dataset = data.FOLDER_PREFIX + str(tmp_path)
     info = data.describe(dataset)
-    assert info.splits == {"train": 45_000, "val": 5_000}
-    assert info.num_classes == 10 and info.class_names[0] == "airplane"
-    for split, per_class in (("train", 4_500), ("val", 500)):
+    assert info.splits == {"train": 30, "val": 10}
+    assert info.num_classes == 10 and list(info.class_names) == CIFAR10_CLASSES
+    for split, per_class in (("train", 3), ("val", 1)):
         ds, _ = data.load(dataset, split)
-        labels = np.concatenate([y for y in ds.map(lambda x, y: y).batch(5000)])
+        labels = np.concatenate([y for y in ds.map(lambda x, y: y).batch(50)])
         assert np.bincount(labels).tolist() == [per_class] * 10

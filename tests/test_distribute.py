@@ -302,10 +302,18 @@ def test_training_input_on_one_machine_is_the_whole_dataset():
     # context: the two-worker run above feeds its model through it (disjoint halves).
     import tensorflow as tf
 
-    contexts = []
-    made = distribute.training_input(tf.distribute.get_strategy(),
-                                     lambda context: contexts.append(context) or "batches")
-    assert made == "batches" and contexts == [None]
+    def dataset_fn(context):
+        contexts.append(context)
+        ds = tf.data.Dataset.range(12)
+        if context is not None:  # a worker's shard, as the pretraining input does
+            ds = ds.shard(context.num_input_pipelines, context.input_pipeline_id)
+        return ds.batch(4)
+
+    for strategy in (tf.distribute.get_strategy(), tf.distribute.MirroredStrategy(["/cpu:0"])):
+        contexts = []
+        made = distribute.training_input(strategy, dataset_fn)
+        assert contexts == [None] and not distribute.is_multi_worker(strategy)
+        assert sorted(np.concatenate(list(made.as_numpy_iterator()))) == list(range(12))
 
 
 def test_per_replica_batch_size():
@@ -367,11 +375,20 @@ def test_bad_tf_config_is_a_clear_error(monkeypatch, tf_config, message):
         distribute.make_strategy("multi_worker")
 
 
-def test_tf_config_is_parsed():
-    config = distribute.parse_tf_config({"TF_CONFIG": json.dumps({
-        "cluster": {"chief": ["a:1"], "worker": ["b:2", "c:3"]},
-        "task": {"type": "worker", "index": 1}})})
-    assert config["task"] == {"type": "worker", "index": 1}
+def test_tf_config_is_parsed(monkeypatch):
+    config = {"cluster": {"chief": ["a:1"], "worker": ["b:2", "c:3"], "ps": ["d:4"]},
+              "task": {"type": "worker", "index": 1}}
+    assert distribute.parse_tf_config({"TF_CONFIG": json.dumps(config)}) == config
+    monkeypatch.setenv("TF_CONFIG", json.dumps(config))
+    assert distribute.parse_tf_config() == config  # os.environ by default
+    # The last worker's index is in the cluster, one past it is not.
+    for index, valid in ((1, True), (2, False), (-1, False), ("1", False)):
+        text = json.dumps({**config, "task": {"type": "worker", "index": index}})
+        if valid:
+            assert distribute.parse_tf_config({"TF_CONFIG": text})["task"]["index"] == index
+        else:
+            with pytest.raises(ValueError, match="is not in the cluster"):
+                distribute.parse_tf_config({"TF_CONFIG": text})
 
 
 def test_strategy_names_and_errors(monkeypatch):

@@ -17,6 +17,18 @@ def clustered(n_per_class, classes=3, dim=8, seed=0, spread=0.1):
     return (centres[y] + spread * rng.normal(size=(len(y), dim))).astype(np.float32), y
 
 
+def numpy_knn_scores(train_x, train_y, eval_x, num_classes, k, temperature):
+    """Reference weighted kNN: cosine similarity, k nearest, exp(sim / T) votes, in float64."""
+    def unit(x):
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+    sims = unit(eval_x.astype(np.float64)) @ unit(train_x.astype(np.float64)).T
+    scores = np.zeros((len(eval_x), num_classes))
+    for row, sim in enumerate(sims):
+        for j in np.argsort(-sim, kind="stable")[:k]:
+            scores[row, train_y[j]] += np.exp(sim[j] / temperature)
+    return scores
+
+
 def test_knn_and_linear_probe_separate_clusters():
     train_x, train_y = clustered(30)
     eval_x, eval_y = clustered(10, seed=1)
@@ -24,6 +36,13 @@ def test_knn_and_linear_probe_separate_clusters():
     assert knn["top1"] == 1.0 and knn["k"] == 5
     probe = evaluation.linear_probe_on_features(train_x, train_y, eval_x, eval_y)
     assert probe["top1"] == 1.0 and probe["num_eval"] == 30
+    # Overlapping clusters, k below the training-set size: the reported top-1 is the NumPy
+    # kNN's, and neither chance nor perfect.
+    train_x, train_y = clustered(30, classes=6, spread=4.0)
+    eval_x, eval_y = clustered(20, classes=6, seed=1, spread=4.0)
+    knn = evaluation.knn_accuracy(train_x, train_y, eval_x, eval_y, k=7, temperature=0.2)
+    want = numpy_knn_scores(train_x, train_y, eval_x, 6, 7, 0.2).argmax(axis=1) == eval_y
+    assert knn["top1"] == pytest.approx(want.mean()) and 1 / 6 < knn["top1"] < 1.0
 
 
 @pytest.mark.parametrize("classes", [2, 6])
@@ -40,13 +59,32 @@ def test_linear_probe_scores_confident_models_without_log_of_zero(classes):
     assert probe["top1"] == 1.0 and probe["top5"] == 1.0
 
 
+def _at_cosines(cosines):
+    """2-D unit vectors at the given cosine similarities to [1, 0]."""
+    cosines = np.asarray(cosines, np.float64)
+    return np.stack([cosines, np.sqrt(1 - cosines ** 2)], axis=1).astype(np.float32)
+
+
 def test_knn_weights_votes_by_similarity():
-    # One very close neighbour of class 1 outvotes two far ones of class 0 at low temperature.
-    train_x = np.array([[1, 0.01], [0.2, 1], [0.25, 1]], np.float32)
-    train_y = np.array([1, 0, 0])
-    scores = evaluation.knn_classify(train_x, train_y, np.array([[1, 0]], np.float32), 2, k=3,
-                                     temperature=0.1)
-    assert scores.argmax() == 1
+    # Against the query [1, 0]: one class-1 neighbour at cosine 0.99, two of class 0 at 0.6
+    # and six of class 2 at 0.5. At T=0.1 the close one outvotes the rest (exp(9.9) against
+    # 2 exp(6)); plain-similarity votes would give class 0 (1.2 > 0.99). At T=1 class 0 wins
+    # among the k=3 nearest (2 e^0.6 > e^0.99), and class 2 (6 e^0.5) wins without the cut.
+    train_x = _at_cosines([0.99, 0.6, 0.6] + [0.5] * 6)
+    train_y = np.array([1, 0, 0] + [2] * 6)
+    query = np.array([[1, 0]], np.float32)
+    for k, temperature, winner in [(3, 0.1, 1), (3, 1.0, 0), (9, 1.0, 2)]:
+        scores = evaluation.knn_classify(train_x, train_y, query, 3, k=k, temperature=temperature)
+        assert scores.argmax() == winner, (k, temperature)
+        np.testing.assert_allclose(
+            scores, numpy_knn_scores(train_x, train_y, query, 3, k, temperature), rtol=1e-4)
+    # Random features, k well below the training-set size: every class score as the reference.
+    rng = np.random.default_rng(5)
+    train_x, eval_x = rng.normal(size=(40, 6)), rng.normal(size=(12, 6))
+    train_y = rng.integers(0, 4, 40)
+    np.testing.assert_allclose(
+        evaluation.knn_classify(train_x, train_y, eval_x, 4, k=5, temperature=0.3),
+        numpy_knn_scores(train_x, train_y, eval_x, 4, 5, 0.3), rtol=1e-4)
     assert evaluation.top_k_accuracy(np.array([[0.1, 0.5, 0.4]]), np.array([2]), 2) == 1.0
 
 

@@ -23,7 +23,11 @@ def tiny_simclr(probe_classes=4, augmenter=True, seed=0):
 
 def test_tiny_fit_lowers_loss_and_beats_chance():
     keras.utils.set_random_seed(0)
-    images, labels = blob_images(256)
+    images, _ = blob_images(256)
+    # Probe labels a few steps can learn from h: each image's dominant colour channel
+    # (89/80/87 images), which the views' colour jitter mostly keeps.
+    labels = images.reshape(len(images), -1, 3).mean(axis=1).argmax(axis=1)
+    majority = np.bincount(labels).max() / len(labels)
     model = tiny_simclr()
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     history = model.fit(images, labels, batch_size=32, epochs=8, verbose=0).history
@@ -34,9 +38,12 @@ def test_tiny_fit_lowers_loss_and_beats_chance():
     assert np.mean(history["contrastive_acc"][-2:]) > 4 * chance
     assert history["contrastive_top5"][-1] >= history["contrastive_acc"][-1]
     assert history["learning_rate"][-1] == pytest.approx(1e-2)
-    assert "probe_acc" in history
+    print("probe top-1 per epoch:", np.round(history["probe_acc"], 3))
+    # Measured: 0.66 over the last two epochs, 0.83 on the clean images; majority 0.35.
+    assert np.mean(history["probe_acc"][-2:]) > majority + 0.2  # an untrained probe: 0.49
     result = model.evaluate(images, labels, batch_size=64, verbose=0, return_dict=True)
     assert set(result) >= {"loss", "contrastive_acc", "probe_acc"}
+    assert result["probe_acc"] > majority + 0.25
 
 
 def test_unlabelled_data_and_ignored_labels_train():

@@ -129,7 +129,10 @@ def test_the_imported_model_saves_and_reloads_as_keras(tmp_path):
     reloaded = keras.saving.load_model(path)
     want = recorded("r50_sk1_v2")
     images = want["images"].astype(np.float32) / 255.0
-    assert relative_error(reloaded.encoder(images), want["final_avg_pool"]) < 1e-4
+    h = reloaded.encoder(images)
+    assert relative_error(h, want["final_avg_pool"]) < 1e-4
+    assert relative_error(reloaded.head(h, training=False), want["proj_head_output"]) < 1e-4
+    assert relative_error(reloaded.probe(h), want["logits_sup"]) < 1e-4
 
 
 def _copy_fixture(name, tmp_path):

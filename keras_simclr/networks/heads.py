@@ -53,8 +53,19 @@ class ProjectionHead(keras.layers.Layer):
                 x = keras.ops.relu(x)
         return x
 
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self.output_dim)
+    def compute_output_shape(self, input_shape, num_layers=None):
+        layers = self.depth if num_layers is None else num_layers
+        if layers == self.depth:
+            width = self.output_dim
+        else:
+            width = (self.hidden_dim or input_shape[-1]) if layers else input_shape[-1]
+        return (*input_shape[:-1], width)
+
+    def compute_output_spec(self, inputs, training=None, num_layers=None):
+        # Keras passes only the input shape to compute_output_shape: the width of a
+        # symbolic call with num_layers (a SimCLRv2 classifier's input) is decided here.
+        return keras.KerasTensor(self.compute_output_shape(inputs.shape, num_layers),
+                                 dtype=self.compute_dtype)
 
     def get_config(self):
         config = super().get_config()

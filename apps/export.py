@@ -2,9 +2,11 @@
 
 Writes `--export_dir` (default `saved_models/<run name>`) with a `serving_default` signature
 on uint8 images [batch, H, W, 3] returning {"embedding": h} (a `serving_float` one on
-float32 images in [0, 1] beside it). With `--classifier_dir`, the Dense layer of a
+float32 images in [0, 1] beside it). With `--classifier`, the Dense layer of a
 fine-tuned or linear-evaluation `LinearClassifier` (`classifier.keras`) is exported too and
-the signatures also return "logits". The export is written aside, reloaded, checked
+the signatures also return "logits". Without it the embedding is what the run's own
+classifier reads: h, or the output of a projection-head layer for an imported fine-tuned
+SimCLRv2 release. The export is written aside, reloaded, checked
 against the Keras model and only then moved into place (renamed on local disks and HDFS;
 copied, not atomically, on object stores such as gs://: see keras_simclr/exchange/export.py).
 """
@@ -30,7 +32,7 @@ def main(argv):
     del argv
     model = common.load_pretrained(FLAGS.model_dir)
     image_size = common.image_size_of(FLAGS.model_dir, model)
-    encoder, classifier = model.encoder, None
+    encoder, classifier = common.features_of(model), None
     if FLAGS.classifier:
         linear = common.load_model_file(FLAGS.classifier)
         encoder, classifier = linear.encoder, linear.classifier

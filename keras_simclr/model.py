@@ -106,7 +106,8 @@ class SimCLR(DistributedFitMixin, keras.Model):
         chunk_size: views per encoder pass with gradient caching (None: one pass).
         classifier_head_layer: the layer of `head` whose output the probe, the model's
             classifier, reads: 0 reads h; K > 0 the output of the head's first K layers,
-            as the classifier of an imported fine-tuned SimCLRv2 release (K=1).
+            as the classifier of an imported fine-tuned SimCLRv2 release (K=1). The apps
+            embed, evaluate and export what the classifier reads (`heads.features_model`).
     """
 
     def __init__(self, encoder: keras.Model, head: keras.layers.Layer | None = None,

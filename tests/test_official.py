@@ -22,7 +22,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from keras_simclr.networks import backbones
 from keras_simclr.exchange import official
-from keras_simclr.exchange.export import export_encoder
+from keras_simclr.exchange.export import export_encoder, read_metadata
 from test_apps import run_app, write_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -306,7 +306,7 @@ def _import_app(name, model_dir):
 
 def test_import_then_every_app_on_a_folder_of_images(tmp_path):
     """The SimCLRv2 release with selective kernels and its projection head through every
-    app that reads a model (the other two releases: the tests below)."""
+    app that reads a model (the other releases: the tests below)."""
     dataset = write_folder(str(tmp_path / "images"))
     model_dir = str(tmp_path / "imported")
     stages = [
@@ -325,13 +325,31 @@ def test_import_then_every_app_on_a_folder_of_images(tmp_path):
     assert config["image_size"] == 64 and config["projection_head_imported"]
 
 
-def test_the_release_without_selective_kernels_imports_and_embeds(tmp_path):
+def _serve(export_dir, images):
+    serve = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
+    return serve(images=tf.constant(images))
+
+
+def test_a_finetuned_release_keeps_its_classifier_through_the_apps(tmp_path):
+    """The release fine-tuned from layer 1 of its projection head: the import records the
+    layer (config.json, the model), apps.finetune starts from it by default, and the
+    export's embedding is its output, on which the imported classifier gives the
+    release's logits."""
     dataset = write_folder(str(tmp_path / "images"), {"train": 16, "test": 8})
-    model_dir = str(tmp_path / "imported")
-    run_app(*_import_app("r50_sk0_v2", model_dir))
-    run_app("embed", f"--model={model_dir}", f"--dataset={dataset}",
-            f"--output={tmp_path / 'x.npz'}", "--batch_size=8")
-    assert np.load(tmp_path / "x.npz")["x"].shape == (8, 128)
+    model_dir = tmp_path / "imported"
+    run_app(*_import_app("r50_sk0_v2_ft1", model_dir))
+    assert json.loads((model_dir / "config.json").read_text())["classifier_head_layer"] == 1
+    run_app("finetune", f"--model_dir={model_dir}", f"--dataset={dataset}", "--epochs=1",
+            "--batch_size=8", "--label_fraction=0.5")
+    result = json.loads((model_dir / "finetune_0.5" / "result.json").read_text())
+    assert result["finetune_from_head_layer"] == 1
+    run_app("export", f"--model_dir={model_dir}", f"--export_dir={tmp_path / 'export'}")
+    model = keras.saving.load_model(model_dir / "model.keras")
+    assert model.classifier_head_layer == 1
+    assert read_metadata(str(tmp_path / "export"))["embedding_dim"] == 128  # not 32, z's
+    want = recorded("r50_sk0_v2_ft1")
+    embedding = _serve(tmp_path / "export", want["images"])["embedding"]
+    assert relative_error(model.probe(embedding), want["logits_sup"]) < 1e-4
 
 
 def test_the_release_without_projection_head_finetunes_from_the_encoder_only(tmp_path):

@@ -306,9 +306,12 @@ def _import_app(name, model_dir):
 
 def test_import_then_every_app_on_a_folder_of_images(tmp_path):
     """The SimCLRv2 release with selective kernels and its projection head through every
-    app that reads a model (the other releases: the tests below)."""
+    app that reads a model (the other releases: the tests below). The export takes the
+    classifier fine-tuned from layer 1 of the head: its served logits were those of its
+    Dense layer on h, not on that layer's output."""
     dataset = write_folder(str(tmp_path / "images"))
     model_dir = str(tmp_path / "imported")
+    classifier = str(tmp_path / "imported" / "finetune_0.5" / "classifier.keras")
     stages = [
         _import_app("r50_sk1_v2", model_dir),
         ("linear_eval", f"--model_dir={model_dir}", f"--dataset={dataset}", "--batch_size=32"),
@@ -316,13 +319,18 @@ def test_import_then_every_app_on_a_folder_of_images(tmp_path):
          "--batch_size=32", "--label_fraction=0.5", "--finetune_from_head_layer=1"),
         ("embed", f"--model={model_dir}", f"--dataset={dataset}",
          f"--output={tmp_path / 'x.npz'}", "--batch_size=32"),
-        ("export", f"--model_dir={model_dir}", f"--export_dir={tmp_path / 'export'}"),
+        ("export", f"--model_dir={model_dir}", f"--export_dir={tmp_path / 'export'}",
+         f"--classifier={classifier}"),
     ]
     for app, *args in stages:
         assert run_app(app, *args).returncode == 0
     assert np.load(tmp_path / "x.npz")["x"].shape == (32, 128)
     config = json.loads((tmp_path / "imported" / "config.json").read_text())
     assert config["image_size"] == 64 and config["projection_head_imported"]
+    images = recorded("r50_sk1_v2")["images"]
+    served = _serve(tmp_path / "export", images)["logits"]
+    want = keras.saving.load_model(classifier)(images.astype(np.float32) / 255.0)
+    assert relative_error(served, want) < 1e-4
 
 
 def _serve(export_dir, images):

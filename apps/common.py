@@ -23,6 +23,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from keras_simclr import data, evaluation
+from keras_simclr.networks import heads
 from keras_simclr.utils import runtime as _runtime, storage
 from keras_simclr.training import budget, cluster, resilience
 from keras_simclr.views.augment import LEGACY_RESIZE_METHOD
@@ -230,6 +231,18 @@ def load_model_file(path):
         # Keras says "File not found" for a truncated file: name the actual problem
         problem = storage.keras_archive_problem(path)
         raise AppError(f"cannot read the model {path}: {problem or error}") from None
+
+
+def features_of(model):
+    """A Keras model from images in [0, 1] to what the run's classifier reads: h, or the
+    output of layer `classifier_head_layer` of the projection head (the classifier of an
+    imported fine-tuned SimCLRv2 release reads layer 1). The apps that embed, evaluate or
+    export a run use it, so that they agree with its classifier.
+
+    Args:
+        model: the run's `SimCLR` model.
+    """
+    return heads.features_model(model.encoder, model.head, model.classifier_head_layer)
 
 
 def image_size_of(model_dir, model):

@@ -2,7 +2,8 @@
 
 `--model` is a SavedModel directory (from apps.export) or a pretraining `--model_dir`.
 Writes `x` float32 (N, D) and `y` int64 (N,) labels (-1 where the data has none), in the
-dataset's order, without augmentation.
+dataset's order, without augmentation. `x` is h, or for a run whose classifier reads a layer
+of the projection head (an imported fine-tuned SimCLRv2 release) that layer's output.
 """
 import io
 import os
@@ -28,7 +29,7 @@ common.positive("batch_size")
 
 
 def embedding_fn(path):
-    """(function from float images in [0, 1] to h, image size, default dataset)."""
+    """(function from float images in [0, 1] to the features, image size, default dataset)."""
     if not tf.io.gfile.isdir(path):
         raise common.AppError(f"--model {path} is not a directory")
     if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
@@ -38,7 +39,8 @@ def embedding_fn(path):
             raise common.AppError("pass --image_size for a SavedModel (the size it was trained on)")
         return (lambda x: serve(images=tf.cast(x, tf.float32))["embedding"]), size, None
     model = common.load_pretrained(path)
-    return ((lambda x: model.encoder(x, training=False)),
+    features_model = common.features_of(model)
+    return ((lambda x: features_model(x, training=False)),
             FLAGS.image_size or common.image_size_of(path, model), path)
 
 

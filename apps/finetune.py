@@ -3,7 +3,8 @@
 `python -m apps.finetune --model_dir=runs/NAME --label_fraction=0.1` takes a seeded,
 class-balanced fraction of --train_split, trains the whole encoder and a Dense layer (from
 h, or from layer K of the projection head with --finetune_from_head_layer=K, the official
-code's `ft_proj_selector`, as SimCLRv2) with Nesterov
+code's `ft_proj_selector`, as SimCLRv2; by default from where the run's own classifier
+reads: h, or the layer an imported fine-tuned release's reads) with Nesterov
 SGD on random-resized-crop + flip views, and reports top-1/top-5 on --eval_split. Writes
 `finetune_<fraction>/classifier.keras` and `result.json` under --model_dir.
 """
@@ -21,31 +22,36 @@ FLAGS = flags.FLAGS
 common.define_data_flags(("train_split", "eval_split"))
 common.define_model_dir_flag()
 flags.DEFINE_float("label_fraction", 0.1, "Fraction of labelled training examples (0, 1].")
-flags.DEFINE_integer("finetune_from_head_layer", 0,
+flags.DEFINE_integer("finetune_from_head_layer", None,
                      "Fine-tune from the output of this layer of the projection head (the "
                      "official ft_proj_selector): 0 from h; SimCLRv2 fine-tunes its 3-layer "
                      "head's models from layer 1, the first (its paper; the official README's "
-                     "--ft_proj_selector=1).")
-flags.register_validator("finetune_from_head_layer", lambda v: v >= 0,
+                     "--ft_proj_selector=1). Default: the layer the run's classifier reads "
+                     "(0, h, but for imported fine-tuned releases).")
+flags.register_validator("finetune_from_head_layer", lambda v: v is None or v >= 0,
                          message="--finetune_from_head_layer must be 0 or more")
 classify.define_training_flags(30, "Fine-tuning")
 
 
-def check_head_layer(model_dir: str, model, layer: int) -> None:
-    """Raise AppError unless the run's projection head has a trained layer `layer`.
+def head_layer(model_dir: str, model) -> int:
+    """--finetune_from_head_layer, by default the layer the run's classifier reads; raise
+    AppError unless the run's projection head has that layer, trained.
 
     Args:
         model_dir: the run (its config.json says whether an imported head is the
             release's or a new one).
         model: its SimCLR model.
-        layer: --finetune_from_head_layer.
     """
+    layer = FLAGS.finetune_from_head_layer
+    if layer is None:
+        return model.classifier_head_layer
     if layer > model.head.depth:
         raise common.AppError(f"--finetune_from_head_layer={layer}: the projection head of "
                               f"{model_dir} has {model.head.depth} layers")
     if layer and not common.run_config(model_dir).get("projection_head_imported", True):
         raise common.AppError(f"--finetune_from_head_layer={layer}: {model_dir} was imported "
                               f"from a release without projection head; its head is untrained")
+    return layer
 
 
 def main(argv):
@@ -56,7 +62,7 @@ def main(argv):
     info = classify.labelled_dataset(dataset, "fine-tuning")
     model = common.load_pretrained(FLAGS.model_dir)
     image_size = common.image_size_of(FLAGS.model_dir, model)
-    check_head_layer(FLAGS.model_dir, model, FLAGS.finetune_from_head_layer)
+    layer = head_layer(FLAGS.model_dir, model)
 
     labels = data.labels(dataset, FLAGS.train_split, FLAGS.data_dir, FLAGS.strict)
     subset = evaluation.balanced_subset(labels, FLAGS.label_fraction, FLAGS.seed)
@@ -75,8 +81,7 @@ def main(argv):
 
     keras.utils.set_random_seed(FLAGS.seed)
     classifier = LinearClassifier(model.encoder, info.num_classes, fine_tune=True,
-                                  head=model.head if FLAGS.finetune_from_head_layer else None,
-                                  head_layers=FLAGS.finetune_from_head_layer)
+                                  head=model.head if layer else None, head_layers=layer)
     classify.compile_classifier(classifier, learning_rate=FLAGS.learning_rate,
                                 batch_size=batch_size, steps=FLAGS.epochs * steps,
                                 weight_decay=FLAGS.weight_decay)
@@ -89,7 +94,7 @@ def main(argv):
     result = {**evaluated, "label_fraction": FLAGS.label_fraction,
               "num_labelled": int(len(subset)), "dataset": dataset,
               "train_split": FLAGS.train_split, "eval_split": FLAGS.eval_split,
-              "finetune_from_head_layer": FLAGS.finetune_from_head_layer}
+              "finetune_from_head_layer": layer}
     classify.report(result, os.path.join(out_dir, "result.json"),
                     f"fine-tuned top-1 ({FLAGS.label_fraction:g} of the labels, "
                     f"{FLAGS.eval_split}): {100 * result['top1']:.2f}%, top-5 "

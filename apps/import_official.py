@@ -3,9 +3,11 @@
 --source is an official TF2 SavedModel (e.g. gs://simclr-checkpoints-tf2/simclrv2/
 pretrained/r50_1x_sk0/saved_model, or a local copy). DIR receives `model.keras` (this
 project's SimCLR model with the official weights: encoder, projection head where the
-release has one, the supervised head as its linear probe) and `config.json` (image size,
-architecture, source), so apps.linear_eval, finetune, knn_eval, embed, neighbors, map and
-export take it like a pretraining run. The models expect RGB in [0, 1] without mean/std
+release has one, the supervised head as its linear probe, reading h or, in fine-tuned
+releases, the projection-head layer the release's reads) and `config.json` (image size,
+architecture, source, `classifier_head_layer`), so apps.linear_eval, finetune, knn_eval,
+embed, neighbors, map and export take it like a pretraining run, with the features the
+release's classifier reads. The models expect RGB in [0, 1] without mean/std
 normalisation, as this project's. DIR is written aside and moved into place only once
 the import is complete (see `_write_model_dir`).
 """
@@ -37,6 +39,7 @@ def run_config(arch, source: str, with_head: bool) -> dict:
         "sk_ratio": arch.sk_ratio, "stem": arch.stem, "padding": "fixed",
         "head_depth": arch.head_depth if with_head else 2, "proj_dim": arch.proj_dim or 128,
         "probe_classes": arch.num_classes, "official_source": source,
+        "classifier_head_layer": arch.classifier_head_layer,
         "official_architecture": arch.describe(), "projection_head_imported": with_head,
     }
 

@@ -29,8 +29,8 @@ def main(argv):
     image_size = common.image_size_of(FLAGS.model_dir, model)
     common.say(f"kNN evaluation (k={FLAGS.k}) of the pretrained encoder of {FLAGS.model_dir} "
                f"on {dataset}")
-    features = classify.train_eval_features(model.encoder, dataset, info, image_size,
-                                            FLAGS.batch_size)
+    features = classify.train_eval_features(common.features_of(model), dataset, info,
+                                            image_size, FLAGS.batch_size)
     result = evaluation.knn_accuracy(*features, FLAGS.k, FLAGS.knn_temperature)
     result.update(dataset=dataset, train_split=FLAGS.train_split, eval_split=FLAGS.eval_split)
     classify.report(result, FLAGS.output or os.path.join(FLAGS.model_dir, "knn_eval.json"),

@@ -5,14 +5,19 @@ the resized training and evaluation images and a multinomial logistic regression
 on them. `--mode=full`: the paper's protocol, a Dense layer trained through the frozen
 encoder on random-resized-crop + flip views with Nesterov SGD and a cosine schedule.
 `--random_init` evaluates a randomly initialised encoder of the same architecture instead
-(the floor that pretraining must beat). Prints and writes JSON with top-1 and top-5.
+(the floor that pretraining must beat). The features are h, or for a run whose classifier
+reads a layer of the projection head (an imported fine-tuned SimCLRv2 release) that
+layer's output. Prints and writes JSON with top-1 and top-5.
 """
 import os
 
 from absl import flags
 
 from apps import classify, common
+import keras  # noqa: E402  (after apps.common, which sets the runtime flags first)
+
 from keras_simclr import LinearClassifier, data, evaluation
+from keras_simclr.networks import heads
 
 FLAGS = flags.FLAGS
 common.define_data_flags(("train_split", "eval_split"))
@@ -41,20 +46,23 @@ flags.register_multi_flags_validator(
 
 
 def encoder_to_evaluate(model_dir: str, seed: int):
-    """The run's encoder, or a fresh copy of it with --random_init.
+    """The run's features (`common.features_of`), or with --random_init those of a fresh
+    copy of its encoder (and of the head layers they go through).
 
     Args:
         model_dir: pretraining run.
         seed: seed of the random initialisation.
 
     Returns:
-        (encoder, side of the images it was trained on).
+        (images -> features, side of the images it was trained on).
     """
     model = common.load_pretrained(model_dir)
-    encoder = model.encoder
-    if FLAGS.random_init:
-        encoder = evaluation.random_init_like(encoder, seed)
-    return encoder, common.image_size_of(model_dir, model)
+    image_size = common.image_size_of(model_dir, model)
+    if not FLAGS.random_init:
+        return common.features_of(model), image_size
+    encoder = evaluation.random_init_like(model.encoder, seed)
+    head = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model.head))
+    return heads.features_model(encoder, head, model.classifier_head_layer), image_size
 
 
 def features_mode(encoder, dataset: str, info, image_size: int) -> dict:

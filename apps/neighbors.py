@@ -33,11 +33,11 @@ def main(argv):
     ds = data.embed_dataset(dataset, FLAGS.split, image_size=image_size,
                             batch_size=FLAGS.batch_size, data_dir=FLAGS.data_dir,
                             strict=FLAGS.strict)
-    images = []
+    images, features_model = [], common.features_of(model)
 
     def embed(batch):
         images.append(batch.numpy())
-        return model.encoder(batch, training=False)
+        return features_model(batch, training=False)
 
     features, _ = evaluation.extract_features(embed, ds)
     images = np.concatenate(images)

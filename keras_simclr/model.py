@@ -23,9 +23,10 @@ views, or, when views are made in the input pipeline, a dict `{"view_1": v1, "vi
 ...}` of ready views, or a dict `{"crop_1": c1, ...}` of crops taken from large originals
 by the pipeline that the view maker finishes (`views_of_crops`: flip, colour, blur).
 Labels are optional: when given and the model has an online probe (`probe_classes`), a
-Dense layer on `stop_gradient(h)` of the first view is trained on them (labels < 0 are
-ignored), so representation quality shows during pretraining without touching the
-encoder. Calling the model maps images to h.
+Dense layer on `stop_gradient(h)` of the first view (or of a head layer's output:
+`classifier_head_layer`) is trained on them (labels < 0 are ignored), so representation
+quality shows during pretraining without touching the encoder. Calling the model maps
+images to h.
 """
 from __future__ import annotations
 
@@ -103,12 +104,16 @@ class SimCLR(DistributedFitMixin, keras.Model):
         loss: the contrastive objective (`keras_simclr.losses.Objective`; default
             `NTXent(0.5)`, negatives from every replica).
         chunk_size: views per encoder pass with gradient caching (None: one pass).
+        classifier_head_layer: the layer of `head` whose output the probe, the model's
+            classifier, reads: 0 reads h; K > 0 the output of the head's first K layers,
+            as the classifier of an imported fine-tuned SimCLRv2 release (K=1). The apps
+            embed, evaluate and export what the classifier reads (`heads.features_model`).
     """
 
     def __init__(self, encoder: keras.Model, head: keras.layers.Layer | None = None,
                  augmenter=None, *, probe_classes: int | None = None,
                  loss: losses.Objective | None = None, chunk_size: int | None = None,
-                 **kwargs):
+                 classifier_head_layer: int = 0, **kwargs):
         _check_no_objective_arguments(kwargs)
         super().__init__(**kwargs)
         if chunk_size is not None and chunk_size < 1:
@@ -120,6 +125,11 @@ class SimCLR(DistributedFitMixin, keras.Model):
         self.chunk_size = chunk_size
         self.probe_classes = probe_classes
         self.probe = online_probe(probe_classes) if probe_classes else None
+        depth = getattr(self.head, "depth", None)
+        if classifier_head_layer < 0 or (depth is not None and classifier_head_layer > depth):
+            raise ValueError(f"classifier_head_layer must be in [0, {depth}] (the head's "
+                             f"layers), got {classifier_head_layer}")
+        self.classifier_head_layer = int(classifier_head_layer)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.top1_tracker = keras.metrics.Mean(name="contrastive_acc")
         self.top5_tracker = keras.metrics.Mean(name="contrastive_top5")
@@ -133,9 +143,11 @@ class SimCLR(DistributedFitMixin, keras.Model):
             size = self.augmenter.image_size
             input_shape = (input_shape[0], size, size, 3)
         h_shape = self.encoder.compute_output_shape(input_shape)
-        for layer in (self.head, self.probe):
-            if layer is not None and not layer.built:
-                layer.build(h_shape)
+        if not self.head.built:
+            self.head.build(h_shape)
+        if self.probe is not None and not self.probe.built:
+            layer = self.classifier_head_layer
+            self.probe.build(self.head.compute_output_shape(h_shape, layer) if layer else h_shape)
         self.built = True
 
     @property
@@ -148,6 +160,17 @@ class SimCLR(DistributedFitMixin, keras.Model):
     def call(self, images, training=False):
         # A views dict is the input Keras builds the model with under a strategy.
         return self.encoder(to_float_images(first_view(images)), training=training)
+
+    def classifier_features(self, h, training=False):
+        """What the probe reads: h, or the output of the head's first
+        `classifier_head_layer` layers."""
+        if not self.classifier_head_layer:
+            return h
+        return self.head(h, training=training, num_layers=self.classifier_head_layer)
+
+    def _probe_terms(self, h, y):
+        """`probe_loss_terms` of the probe on what it reads from `h`."""
+        return probe_loss_terms(self.probe, self.classifier_features(h), y)
 
     def _forward(self, views, training):
         """(h, z): one encoder pass; z in float32 for the objective."""
@@ -196,7 +219,7 @@ class SimCLR(DistributedFitMixin, keras.Model):
             projections, h = self._project(views, training=True)
             terms = self.objective(projections)
             loss = self.objective.loss(terms)
-            probe_terms = None if y is None else probe_loss_terms(self.probe, h, y)
+            probe_terms = None if y is None else self._probe_terms(h, y)
             total = loss if y is None else loss + probe_terms[0]
             scaled = self.optimizer.scale_loss(total / replicas)
         variables = self._contrastive_variables()
@@ -222,7 +245,7 @@ class SimCLR(DistributedFitMixin, keras.Model):
             return variables, gradients, loss, terms, None
         with tf.GradientTape() as tape:
             first_h = tf.split(extras[0], len(groups[0][0]))[0]
-            probe_terms = probe_loss_terms(self.probe, first_h, y)
+            probe_terms = self._probe_terms(first_h, y)
             scaled = self.optimizer.scale_loss(probe_terms[0] / replicas)
         gradients = gradients + tape.gradient(scaled, self.probe.trainable_variables)
         return variables + self.probe.trainable_variables, gradients, loss, terms, probe_terms
@@ -248,7 +271,7 @@ class SimCLR(DistributedFitMixin, keras.Model):
         terms = self.objective(projections)
         probe_terms = None
         if self.probe is not None and y is not None:
-            probe_terms = probe_loss_terms(self.probe, self._probe_h(x, h_view), y)
+            probe_terms = self._probe_terms(self._probe_h(x, h_view), y)
         self._update_metrics(terms, self.objective.loss(terms), probe_terms)
         return step_logs({m.name: m.result() for m in self.metrics if m is not self.lr_tracker})
 
@@ -258,7 +281,8 @@ class SimCLR(DistributedFitMixin, keras.Model):
             {key: keras.saving.serialize_keras_object(value) for key, value in
              [("encoder", self.encoder), ("head", self.head), ("augmenter", self.augmenter),
               ("loss", self.objective)]},
-            chunk_size=self.chunk_size, probe_classes=self.probe_classes)
+            chunk_size=self.chunk_size, probe_classes=self.probe_classes,
+            classifier_head_layer=self.classifier_head_layer)
         return config
 
     @classmethod

@@ -1,10 +1,13 @@
 """Importing the official SimCLR models, checked against the official code's own outputs.
 
-tests/fixtures/official/ holds three tiny ResNet-50s (width 1/16, 64 px) that the official
+tests/fixtures/official/ holds five tiny ResNet-50s (width 1/16, 64 px) that the official
 implementation built, filled with random weights, saved as its SavedModels and ran
 (tools/make_official_fixtures.py says how): SimCLRv2 layouts with and without selective
-kernels, and a SimCLRv1 release without projection head.
+kernels, a SimCLRv1 release without projection head, and two SimCLRv2 models of the
+official fine-tuning mode whose supervised head reads layer 1 or 2 of the projection head.
+Their graphs are committed gzipped; the tests import unpacked copies.
 """
+import gzip
 import json
 import os
 import shutil
@@ -15,20 +18,39 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
 from keras_simclr.networks import backbones
 from keras_simclr.exchange import official
-from keras_simclr.exchange.export import export_encoder
+from keras_simclr.exchange.export import export_encoder, read_metadata
 from test_apps import run_app, write_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "official")
-NAMES = ("r50_sk0_v2", "r50_sk1_v2", "r50_v1")
+# fixture: the projection-head layer its supervised head reads (0: h)
+HEAD_LAYERS = {"r50_sk0_v2": 0, "r50_sk1_v2": 0, "r50_v1": 0, "r50_sk0_v2_ft1": 1,
+               "r50_sk0_v2_ft2": 2}
+NAMES = tuple(HEAD_LAYERS)
 LAST_BLOCKS = (3, 4, 6, 3)  # ResNet-50
+SOURCES = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def unpacked_sources(tmp_path_factory):
+    """Each fixture's SavedModel with its saved_model.pb unpacked beside the variables."""
+    root = tmp_path_factory.mktemp("official")
+    for name in NAMES:
+        target = root / name
+        shutil.copytree(os.path.join(FIXTURES, name, "saved_model"), target)
+        with gzip.open(target / "saved_model.pb.gz") as packed:
+            (target / "saved_model.pb").write_bytes(packed.read())
+        SOURCES[name] = str(target)
+    yield
+    SOURCES.clear()
 
 
 def source(name):
-    return os.path.join(FIXTURES, name, "saved_model")
+    return SOURCES[name]
 
 
 def recorded(name):
@@ -54,9 +76,10 @@ def encoder_outputs(encoder, images, training=False):
 def test_imported_model_reproduces_every_official_output(name):
     want = recorded(name)
     model, arch = official.load(source(name))
+    assert model.classifier_head_layer == HEAD_LAYERS[name]
     images = want["images"].astype(np.float32) / 255.0
     got = encoder_outputs(model.encoder, images)
-    got["logits_sup"] = model.probe(got["final_avg_pool"])
+    got["logits_sup"] = model.probe(model.classifier_features(got["final_avg_pool"]))
     if arch.head_depth:
         got["proj_head_output"] = model.head(got["final_avg_pool"], training=False)
     expected = {"initial_conv", "initial_max_pool", "block_group1", "block_group2",
@@ -70,7 +93,8 @@ def test_imported_model_reproduces_every_official_output(name):
     # which multiplies float32 rounding differences where the 3 nearly agree (measured up
     # to 1.3e-3); BN on moving statistics instead would be off by more than 1.
     h = model.encoder(images, training=True)
-    trained = {"final_avg_pool": h, "logits_sup": model.probe(h)}
+    trained = {"final_avg_pool": h,
+               "logits_sup": model.probe(model.classifier_features(h, training=True))}
     if arch.head_depth:
         trained["proj_head_output"] = model.head(h, training=True)
     for key, value in trained.items():
@@ -78,12 +102,14 @@ def test_imported_model_reproduces_every_official_output(name):
 
 
 @pytest.mark.parametrize("name,sk_ratio,head_depth", [
-    ("r50_sk0_v2", 0.0, 3), ("r50_sk1_v2", 0.0625, 3), ("r50_v1", 0.0, 0)])
-def test_architecture_is_read_from_the_shapes(name, sk_ratio, head_depth):
+    ("r50_sk0_v2", 0.0, 3), ("r50_sk1_v2", 0.0625, 3), ("r50_v1", 0.0, 0),
+    ("r50_sk0_v2_ft1", 0.0, 3), ("r50_sk0_v2_ft2", 0.0, 3)])
+def test_architecture_is_read_from_the_shapes_and_the_graph(name, sk_ratio, head_depth):
     arch = official.infer_architecture(official.Source(source(name)))
     assert (arch.depth, arch.width_multiplier, arch.stem) == (50, 0.0625, "imagenet")
     assert (arch.sk_ratio, arch.head_depth, arch.num_classes) == (sk_ratio, head_depth, 10)
     assert arch.proj_dim == (32 if head_depth else 0)
+    assert arch.classifier_head_layer == HEAD_LAYERS[name]
 
 
 def test_keras_same_padding_would_not_reproduce_the_official_model():
@@ -133,6 +159,83 @@ def test_the_imported_model_saves_and_reloads_as_keras(tmp_path):
     assert relative_error(h, want["final_avg_pool"]) < 1e-4
     assert relative_error(reloaded.head(h, training=False), want["proj_head_output"]) < 1e-4
     assert relative_error(reloaded.probe(h), want["logits_sup"]) < 1e-4
+
+
+def test_the_online_probe_of_a_finetuned_release_reads_its_layer():
+    """evaluate() scores the probe on what the release's classifier reads: its loss is the
+    cross-entropy of the official logits (training reads it through the same method)."""
+    want = recorded("r50_sk0_v2_ft1")
+    model, _ = official.load(source("r50_sk0_v2_ft1"))
+    model.compile()
+    views = {f"view_{i}": want["images"].astype(np.float32) / 255.0 for i in (1, 2)}
+    labels = np.array([0, 3, 7])
+    logs = model.evaluate(views, labels, verbose=0, return_dict=True)
+    expected = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, want["logits_sup"])
+    assert logs["probe_loss"] == pytest.approx(float(tf.reduce_mean(expected)), rel=1e-4)
+
+
+def _edited_graph(tmp_path, edit):
+    """The ft1 fixture with `edit(index, nodes, supervised MatMul)` applied to each of the
+    two functions of its graph that compute logits_sup (trainable True and False)."""
+    target = _copy_fixture("r50_sk0_v2_ft1", tmp_path)
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((target / "saved_model.pb").read_bytes())
+    functions = [function for function in saved.meta_graphs[0].graph_def.library.function
+                 if any(node.name == "head_supervised/logits_sup" for node in function.node_def)]
+    assert len(functions) == 2
+    for index, function in enumerate(functions):
+        nodes = {node.name: node for node in function.node_def}
+        edit(index, nodes, next(node for node in function.node_def if node.op == "MatMul"
+                                and node.name.startswith("head_supervised/")))
+    (target / "saved_model.pb").write_bytes(saved.SerializeToString())
+    return target
+
+
+def _without_graph(tmp_path):
+    target = _copy_fixture("r50_sk0_v2_ft1", tmp_path)
+    (target / "saved_model.pb").unlink()
+    return target, {}, "it has no saved_model.pb"
+
+
+def _head_input_renamed(tmp_path):
+    def edit(index, nodes, matmul):
+        for node in nodes.values():
+            node.name = node.name.replace("proj_head_input", "renamed")
+            node.input[:] = [i.replace("proj_head_input", "renamed") for i in node.input]
+    return (_edited_graph(tmp_path, edit), {},
+            "does not lead back to projection_head/proj_head_input")
+
+
+def _functions_disagree(tmp_path):
+    def edit(index, nodes, matmul):
+        if index == 0:
+            matmul.input[0] = "projection_head/proj_head_input:output:0"
+    return _edited_graph(tmp_path, edit), {}, "its functions disagree (layers 0 and 1)"
+
+
+def _before_the_relu(tmp_path):
+    def edit(index, nodes, matmul):
+        matmul.input[0] = nodes[matmul.input[0].split(":")[0]].input[0]
+    return (_edited_graph(tmp_path, edit), {},
+            "reading 1 MatMuls above h, no layer of the 3-layer projection head")
+
+
+def _finetuned_without_its_head(tmp_path):
+    return (source("r50_sk0_v2_ft1"), {"projection_head": False},
+            "reads layer 1 of its projection head: import it with the projection head")
+
+
+@pytest.mark.parametrize("case", [_without_graph, _head_input_renamed, _functions_disagree,
+                                  _before_the_relu, _finetuned_without_its_head])
+def test_an_undecidable_classifier_layer_is_refused_in_one_line(case, tmp_path):
+    path, kwargs, reason = case(tmp_path)
+    with pytest.raises(official.OfficialModelError) as caught:
+        official.load(str(path), **kwargs)
+    message = str(caught.value)
+    assert "\n" not in message and reason in message, message
+    if case is not _finetuned_without_its_head:
+        assert message.startswith("cannot tell which layer of the projection head the "
+                                  "supervised head of "), message
 
 
 def _copy_fixture(name, tmp_path):
@@ -206,9 +309,12 @@ def _import_app(name, model_dir):
 
 def test_import_then_every_app_on_a_folder_of_images(tmp_path):
     """The SimCLRv2 release with selective kernels and its projection head through every
-    app that reads a model (the other two releases: the tests below)."""
+    app that reads a model (the other releases: the tests below). The export takes the
+    classifier fine-tuned from layer 1 of the head: its served logits were those of its
+    Dense layer on h, not on that layer's output."""
     dataset = write_folder(str(tmp_path / "images"))
     model_dir = str(tmp_path / "imported")
+    classifier = str(tmp_path / "imported" / "finetune_0.5" / "classifier.keras")
     stages = [
         _import_app("r50_sk1_v2", model_dir),
         ("linear_eval", f"--model_dir={model_dir}", f"--dataset={dataset}", "--batch_size=32"),
@@ -216,22 +322,45 @@ def test_import_then_every_app_on_a_folder_of_images(tmp_path):
          "--batch_size=32", "--label_fraction=0.5", "--finetune_from_head_layer=1"),
         ("embed", f"--model={model_dir}", f"--dataset={dataset}",
          f"--output={tmp_path / 'x.npz'}", "--batch_size=32"),
-        ("export", f"--model_dir={model_dir}", f"--export_dir={tmp_path / 'export'}"),
+        ("export", f"--model_dir={model_dir}", f"--export_dir={tmp_path / 'export'}",
+         f"--classifier={classifier}"),
     ]
     for app, *args in stages:
         assert run_app(app, *args).returncode == 0
     assert np.load(tmp_path / "x.npz")["x"].shape == (32, 128)
     config = json.loads((tmp_path / "imported" / "config.json").read_text())
     assert config["image_size"] == 64 and config["projection_head_imported"]
+    images = recorded("r50_sk1_v2")["images"]
+    served = _serve(tmp_path / "export", images)["logits"]
+    want = keras.saving.load_model(classifier)(images.astype(np.float32) / 255.0)
+    assert relative_error(served, want) < 1e-4
 
 
-def test_the_release_without_selective_kernels_imports_and_embeds(tmp_path):
+def _serve(export_dir, images):
+    serve = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
+    return serve(images=tf.constant(images))
+
+
+def test_a_finetuned_release_keeps_its_classifier_through_the_apps(tmp_path):
+    """The release fine-tuned from layer 1 of its projection head: the import records the
+    layer (config.json, the model), apps.finetune starts from it by default, and the
+    export's embedding is its output, on which the imported classifier gives the
+    release's logits."""
     dataset = write_folder(str(tmp_path / "images"), {"train": 16, "test": 8})
-    model_dir = str(tmp_path / "imported")
-    run_app(*_import_app("r50_sk0_v2", model_dir))
-    run_app("embed", f"--model={model_dir}", f"--dataset={dataset}",
-            f"--output={tmp_path / 'x.npz'}", "--batch_size=8")
-    assert np.load(tmp_path / "x.npz")["x"].shape == (8, 128)
+    model_dir = tmp_path / "imported"
+    run_app(*_import_app("r50_sk0_v2_ft1", model_dir))
+    assert json.loads((model_dir / "config.json").read_text())["classifier_head_layer"] == 1
+    run_app("finetune", f"--model_dir={model_dir}", f"--dataset={dataset}", "--epochs=1",
+            "--batch_size=8", "--label_fraction=0.5")
+    result = json.loads((model_dir / "finetune_0.5" / "result.json").read_text())
+    assert result["finetune_from_head_layer"] == 1
+    run_app("export", f"--model_dir={model_dir}", f"--export_dir={tmp_path / 'export'}")
+    model = keras.saving.load_model(model_dir / "model.keras")
+    assert model.classifier_head_layer == 1
+    assert read_metadata(str(tmp_path / "export"))["embedding_dim"] == 128  # not 32, z's
+    want = recorded("r50_sk0_v2_ft1")
+    embedding = _serve(tmp_path / "export", want["images"])["embedding"]
+    assert relative_error(model.probe(embedding), want["logits_sup"]) < 1e-4
 
 
 def test_the_release_without_projection_head_finetunes_from_the_encoder_only(tmp_path):

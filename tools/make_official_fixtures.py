@@ -15,19 +15,29 @@ environment outside the repository:
     python tools/make_official_fixtures.py --official_dir=/tmp/simclr/tf2 \
         --output_dir=tests/fixtures/official
 
+(`--fixtures=r50_sk0_v2_ft1,...` writes only those. A full run rewrites the committed
+fixtures identically, the gzip header's time aside.)
+
 `--bench_dir=DIR` writes instead the released ResNet-50 1x's architecture at full size
 (random weights) as an official SavedModel, which bench/official.py times.
 
 Each fixture is a ResNet-50 at width 1/16 (h of 128 values) on 64 px images, 1.1-1.7 MB
-(3.9 MB for the three), built with the official `model.Model` and saved with the official
+(6.5 MB for the five), built with the official `model.Model` and saved with the official
 `run.build_saved_model` as `tf2/run.py` saves (`saved_model/`: the graph, gzipped, and
 `variables/`):
-- `r50_sk0_v2`: SimCLRv2 layout, 3-layer projection head and a supervised head on h;
+- `r50_sk0_v2`: SimCLRv2 layout, 3-layer projection head and a supervised head on h
+  (pretraining with `lineareval_while_pretraining`, as the `pretrained` releases);
 - `r50_sk1_v2`: the same with selective kernels (`sk_ratio=0.0625`, ResNet-D stem);
 - `r50_v1`: a SimCLRv1 release, without projection head (`proj_head_mode=none`). The
   official `Model.__call__` unpacks the head's output into two tensors, which fails for
   `none` once the batch size is unknown, so this model subclasses `Model` and calls the
-  same official layers in the same order without that unpacking.
+  same official layers in the same order without that unpacking;
+- `r50_sk0_v2_ft1`, `r50_sk0_v2_ft2`: the SimCLRv2 layout in the official fine-tuning
+  mode (`train_mode=finetune`, `fine_tune_after_block=-1`: the whole network, as SimCLRv2
+  fine-tunes) with `ft_proj_selector` 1 (the paper's) and 2: variables of the same names
+  and shapes as `r50_sk0_v2`'s (a fine-tuned release's are a pretrained one's), but the
+  supervised head reads the output of that layer of the projection head, which only the
+  graph records. `run.py` saves a fine-tuned model with the same `build_saved_model`.
 Every variable gets random values (BN moving statistics, gamma and beta included; the
 official initialisation would leave them at 0/1 and hide a mapping error), then
 `outputs.npz` records the SavedModel's output dict for three fixed uint8 images
@@ -46,6 +56,7 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 flags.DEFINE_string("official_dir", None, "The official repository's tf2/ folder.")
 flags.DEFINE_string("output_dir", "tests/fixtures/official", "Where the fixtures go.")
+flags.DEFINE_list("fixtures", None, "Write only these fixtures (default: all).")
 flags.DEFINE_string("bench_dir", None,
                     "Instead of the fixtures, write a full-size ResNet-50 1x (SimCLRv2 layout, "
                     "224 px, 1000 classes, random weights) SavedModel here, for bench/official.py.")
@@ -59,20 +70,26 @@ FIXTURES = {
     "r50_sk0_v2": dict(sk_ratio=0.0, proj_head_mode="nonlinear"),
     "r50_sk1_v2": dict(sk_ratio=0.0625, proj_head_mode="nonlinear"),
     "r50_v1": dict(sk_ratio=0.0, proj_head_mode="none"),
+    "r50_sk0_v2_ft1": dict(sk_ratio=0.0, proj_head_mode="nonlinear", ft_proj_selector=1),
+    "r50_sk0_v2_ft2": dict(sk_ratio=0.0, proj_head_mode="nonlinear", ft_proj_selector=2),
 }
 
 
-def set_official_flags(sk_ratio, proj_head_mode, width=WIDTH, image_size=IMAGE_SIZE,
-                       proj_dim=PROJ_DIM):
-    """The official run.py flags for one fixture (pretraining with a linear head on h).
+def set_official_flags(sk_ratio, proj_head_mode, ft_proj_selector=None, width=WIDTH,
+                       image_size=IMAGE_SIZE, proj_dim=PROJ_DIM):
+    """The official run.py flags for one fixture: pretraining with a linear head on h, or
+    with `ft_proj_selector` the fine-tuning mode, its supervised head on that head layer.
 
     `width_multiplier` is an integer flag there; the official layers compute 64 * width
     as they are built, so the fraction is set on the parsed flags like the rest.
     """
+    finetune = ft_proj_selector is not None
     values = dict(
-        train_mode="pretrain", lineareval_while_pretraining=True, resnet_depth=50,
+        train_mode="finetune" if finetune else "pretrain",
+        lineareval_while_pretraining=not finetune, resnet_depth=50,
         width_multiplier=width, sk_ratio=sk_ratio, se_ratio=0.0,
-        proj_head_mode=proj_head_mode, num_proj_layers=3, ft_proj_selector=0,
+        proj_head_mode=proj_head_mode, num_proj_layers=3,
+        ft_proj_selector=ft_proj_selector or 0,
         proj_out_dim=proj_dim, image_size=image_size, global_bn=False,
         batch_norm_decay=0.9, use_blur=False, fine_tune_after_block=-1)
     for key, value in values.items():
@@ -163,6 +180,8 @@ def main(argv):
         return
     images = np.random.default_rng(0).integers(0, 256, (3, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
     for name, options in FIXTURES.items():
+        if FLAGS.fixtures and name not in FLAGS.fixtures:
+            continue
         make_fixture(name, options, images, run, model_lib, tf)
 
 

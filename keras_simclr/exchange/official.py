@@ -6,8 +6,12 @@ e.g. `gs://simclr-checkpoints-tf2/simclrv2/pretrained/r50_1x_sk0/saved_model`, w
 variables, through `tf.io.gfile` (a `gs://` path works wherever there is network, a local
 copy offline), and writes them into ordinary Keras variables of this project's networks:
 `backbones.resnet(padding="fixed", sk_ratio=...)`, a `ProjectionHead` and, where the
-source has a supervised head on h (pretrained and supervised releases), the model's linear
-probe. The result trains, fine-tunes and exports like a model of `apps.pretrain`.
+source has a supervised head, the model's linear probe, reading what the release's reads:
+h in pretrained and supervised releases, the output of a projection-head layer in
+fine-tuned SimCLRv2 releases (`SimCLR(classifier_head_layer=K)`). The variables do not
+say which; the graph in `saved_model.pb` does (`official_graph`), and where it cannot be
+read the import stops rather than guess. The result trains, fine-tunes and exports like a
+model of `apps.pretrain`.
 
 Variables are found by their place in the official model, not by their names: the
 checkpoint's object graph (`_CHECKPOINTABLE_OBJECT_GRAPH`) gives each variable a path such
@@ -24,6 +28,7 @@ from google.protobuf import message
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from keras_simclr import losses
+from keras_simclr.exchange import official_graph
 from keras_simclr.networks import backbones
 from keras_simclr.networks.heads import ProjectionHead
 from keras_simclr.model import SimCLR
@@ -67,6 +72,7 @@ class Architecture:
     hidden_dim: int
     proj_dim: int
     num_classes: int | None
+    classifier_head_layer: int = 0  # the projection-head layer the supervised head reads
 
     def describe(self) -> str:
         """E.g. "ResNet-50 1x SK, 3-layer projection head to 128, 1000-class head"."""
@@ -75,7 +81,9 @@ class Architecture:
         parts.append(f"{self.head_depth}-layer projection head to {self.proj_dim}"
                      if self.head_depth else "no projection head")
         if self.num_classes:
-            parts.append(f"{self.num_classes}-class supervised head")
+            layer = self.classifier_head_layer
+            parts.append(f"{self.num_classes}-class supervised head on "
+                         + (f"layer {layer} of the projection head" if layer else "h"))
         return ", ".join(parts)
 
 
@@ -85,6 +93,7 @@ class Source:
     def __init__(self, path: str):
         self.path = path
         prefix = _variables_prefix(path)
+        self.saved_model_dir = os.path.dirname(os.path.dirname(prefix))
         try:
             self.reader = tf.train.load_checkpoint(prefix)
             graph = trackable_object_graph_pb2.TrackableObjectGraph()
@@ -261,8 +270,29 @@ def _head_shape(source: Source) -> tuple[int, int, int]:
     return len(layers), first[1], last[1]
 
 
+def _classifier_head_layer(source: Source, head_depth: int) -> int:
+    """The projection-head layer the supervised head reads (0: h), from the graph."""
+    reason = None
+    try:
+        layer, relu = official_graph.supervised_head_layer(source.saved_model_dir)
+    except official_graph.UnreadableGraph as error:
+        reason = str(error)
+    else:  # hidden layers end in a ReLU, h and the last layer do not
+        if layer > head_depth or relu != (0 < layer < head_depth):
+            reason = (f"its graph shows the supervised head reading {layer} MatMuls above "
+                      f"h{' through a ReLU' if relu else ''}, no layer of the {head_depth}-"
+                      f"layer projection head")
+    if reason:
+        raise OfficialModelError(
+            f"cannot tell which layer of the projection head the supervised head of "
+            f"{source.path} reads: {reason} (pretrained releases read h, fine-tuned ones a "
+            f"head layer; the importer does not guess)")
+    return layer
+
+
 def infer_architecture(source: Source) -> Architecture:
-    """The official model's architecture, from its variables' shapes."""
+    """The official model's architecture, from its variables' shapes and, for the layer
+    its supervised head reads, its graph (`official_graph`)."""
     counts = _block_counts(source)
     if source.has(f"{_RESNET}/block_groups/0/layers/0/conv2d_bn_layers/0/conv2d/kernel"):
         raise OfficialModelError(
@@ -280,8 +310,9 @@ def infer_architecture(source: Source) -> Architecture:
     head_depth, hidden_dim, proj_dim = _head_shape(source)
     supervised = f"{_SUPERVISED}/kernel"
     num_classes = source.shape(supervised)[1] if source.has(supervised) else None
+    layer = _classifier_head_layer(source, head_depth) if num_classes and head_depth else 0
     return Architecture(_DEPTHS[counts], width, sk_ratio, stem, head_depth, hidden_dim,
-                        proj_dim, num_classes)
+                        proj_dim, num_classes, layer)
 
 
 def build_model(arch: Architecture, projection_head: bool) -> SimCLR:
@@ -299,7 +330,8 @@ def build_model(arch: Architecture, projection_head: bool) -> SimCLR:
     else:
         head = ProjectionHead(2)
     # temperature 0.1: the official ImageNet pretraining's, should the model train on
-    model = SimCLR(encoder, head, loss=losses.NTXent(0.1), probe_classes=arch.num_classes)
+    model = SimCLR(encoder, head, loss=losses.NTXent(0.1), probe_classes=arch.num_classes,
+                   classifier_head_layer=arch.classifier_head_layer if projection_head else 0)
     model.build((None, None, None, 3))
     return model
 
@@ -345,7 +377,9 @@ def load(path: str, projection_head: bool | None = None) -> tuple[SimCLR, Archit
             requires it (an error for SimCLRv1 releases); False leaves it out.
     Returns:
         (model, architecture). The supervised head, where the source has one, is the
-        model's linear probe on h. Raises OfficialModelError with a one-line reason.
+        model's linear probe, on h or on the projection-head layer the release's reads
+        (`model.classifier_head_layer`, `architecture.classifier_head_layer`). Raises
+        OfficialModelError with a one-line reason.
     """
     source = Source(path)
     arch = infer_architecture(source)
@@ -354,6 +388,10 @@ def load(path: str, projection_head: bool | None = None) -> tuple[SimCLR, Archit
             f"{path} has no projection head (as the SimCLRv1 and supervised releases): "
             f"expected variables under {_HEAD}/, found none; import it without asking for "
             f"the projection head")
+    if projection_head is False and arch.classifier_head_layer:
+        raise OfficialModelError(
+            f"the supervised head of {path} reads layer {arch.classifier_head_layer} of its "
+            f"projection head: import it with the projection head")
     with_head = bool(arch.head_depth) and projection_head is not False
     model = build_model(arch, with_head)
     pairs = _pairs(model, source, arch, with_head)

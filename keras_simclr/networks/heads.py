@@ -4,7 +4,8 @@ As the official code (google-research/simclr `tf2/model.py`, `ProjectionHead`): 
 Dense layers with BatchNormalization; the hidden ones have width `hidden_dim` (by default
 the width of h), BN with a shift and ReLU; the last maps to `output_dim` (128) with BN and
 neither bias nor ReLU. Depth 3 is SimCLRv2, depth 2 SimCLRv1. SimCLRv2 fine-tunes from the
-middle of the head: `ProjectionHead.call(h, num_layers=k)` applies only the first k layers.
+middle of the head: `ProjectionHead.call(h, num_layers=k)` applies only the first k layers,
+and `features_model(encoder, head, k)` is the Keras model from images to that layer's output.
 """
 import keras
 
@@ -53,8 +54,19 @@ class ProjectionHead(keras.layers.Layer):
                 x = keras.ops.relu(x)
         return x
 
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self.output_dim)
+    def compute_output_shape(self, input_shape, num_layers=None):
+        layers = self.depth if num_layers is None else num_layers
+        if layers == self.depth:
+            width = self.output_dim
+        else:
+            width = (self.hidden_dim or input_shape[-1]) if layers else input_shape[-1]
+        return (*input_shape[:-1], width)
+
+    def compute_output_spec(self, inputs, training=None, num_layers=None):
+        # Keras passes only the input shape to compute_output_shape: the width of a
+        # symbolic call with num_layers (a SimCLRv2 classifier's input) is decided here.
+        return keras.KerasTensor(self.compute_output_shape(inputs.shape, num_layers),
+                                 dtype=self.compute_dtype)
 
     def get_config(self):
         config = super().get_config()
@@ -65,3 +77,23 @@ class ProjectionHead(keras.layers.Layer):
             synchronized_bn=self.synchronized_bn,
         )
         return config
+
+
+def features_model(encoder: keras.Model, head: ProjectionHead | None = None,
+                   layers: int = 0) -> keras.Model:
+    """A model from images in [0, 1] to what a classifier reading `head`'s layer `layers`
+    reads: `encoder` itself (h) when `layers` is 0, else h through the head's first
+    `layers` layers (SimCLRv2's classifiers read layer 1).
+
+    Args:
+        encoder: images -> h.
+        head: the projection head (needed when `layers` > 0).
+        layers: how many of its layers the features go through.
+    """
+    if not layers:
+        return encoder
+    if head is None:
+        raise ValueError("features from a head layer need the projection head (head=...)")
+    images = keras.Input((None, None, 3))
+    outputs = head(encoder(images), num_layers=layers)
+    return keras.Model(images, outputs, name=f"{encoder.name}_head_layer{layers}")

@@ -83,8 +83,11 @@ def load_teacher(teacher_dir: str):
     if getattr(model, "probe", None) is None:
         raise common.AppError(f"--teacher {teacher_dir} has no classifier: fine-tune it with "
                               f"apps.finetune and give its finetune_<fraction> directory")
-    # An imported release's supervised head is the model's probe, a Dense layer on h.
-    teacher = LinearClassifier(model.encoder, model.probe.units)
+    # An imported release's supervised head is the model's probe, a Dense layer on h or, for
+    # a fine-tuned SimCLRv2 release, on the projection head's layer `classifier_head_layer`.
+    layer = getattr(model, "classifier_head_layer", 0)
+    teacher = LinearClassifier(model.encoder, model.probe.units,
+                               head=model.head if layer else None, head_layers=layer)
     teacher.classifier.build((None, int(model.probe.kernel.shape[0])))
     teacher.classifier.set_weights(model.probe.get_weights())
     return teacher

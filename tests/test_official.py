@@ -350,6 +350,19 @@ def test_a_finetuned_release_keeps_its_classifier_through_the_apps(tmp_path):
     model_dir = tmp_path / "imported"
     run_app(*_import_app("r50_sk0_v2_ft1", model_dir))
     assert json.loads((model_dir / "config.json").read_text())["classifier_head_layer"] == 1
+    # apps.distill takes the imported release as a teacher with the release's logits
+    teacher_logits = tmp_path / "teacher_logits.npy"
+    loaded = subprocess.run([sys.executable, "-c", (
+        "import sys, numpy as np; from absl import flags; from apps import distill; "
+        "flags.FLAGS(['distill', '--teacher=' + sys.argv[1], '--model_dir=unused']); "
+        "teacher = distill.load_teacher(sys.argv[1]); "
+        "images = np.load(sys.argv[2])['images']; "
+        "np.save(sys.argv[3], teacher(images, training=False).numpy())"),
+        str(model_dir), os.path.join(FIXTURES, "r50_sk0_v2_ft1", "outputs.npz"),
+        str(teacher_logits)], cwd=ROOT, capture_output=True, text=True)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    want = recorded("r50_sk0_v2_ft1")
+    assert relative_error(np.load(teacher_logits), want["logits_sup"]) < 1e-4
     run_app("finetune", f"--model_dir={model_dir}", f"--dataset={dataset}", "--epochs=1",
             "--batch_size=8", "--label_fraction=0.5")
     result = json.loads((model_dir / "finetune_0.5" / "result.json").read_text())
@@ -358,7 +371,6 @@ def test_a_finetuned_release_keeps_its_classifier_through_the_apps(tmp_path):
     model = keras.saving.load_model(model_dir / "model.keras")
     assert model.classifier_head_layer == 1
     assert read_metadata(str(tmp_path / "export"))["embedding_dim"] == 128  # not 32, z's
-    want = recorded("r50_sk0_v2_ft1")
     embedding = _serve(tmp_path / "export", want["images"])["embedding"]
     assert relative_error(model.probe(embedding), want["logits_sup"]) < 1e-4
 

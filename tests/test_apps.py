@@ -291,8 +291,11 @@ for in_model in (False, True):
     pretrain.train_dataset("shapes", 0, in_model, pretrain.make_augmenter())
 augmenters = {"data": calls[0]["augmenter"], "model": pretrain.build_model(
     describe, False, True).augmenter}
-callbacks = pretrain.make_callbacks(sys.argv[1], tf.distribute.get_strategy(),
-                                    calls[0]["augmenter"].num_views)
+plan = pretrain.Plan(strategy=tf.distribute.get_strategy(), global_bn=False, dataset="shapes",
+                     info=describe, steps_per_epoch=4, augment_in_model=False,
+                     dtype_policy="float32", budget_s=None)
+callbacks = pretrain.make_callbacks(sys.argv[1], plan, calls[0]["augmenter"].num_views,
+                                    schedule=None, started=0.0)
 print(json.dumps({
     "views_in_model": [c["views_in_model"] for c in calls],
     "original_cap": [c["original_cap"] for c in calls],

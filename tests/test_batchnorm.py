@@ -71,17 +71,6 @@ def _assert_close(got, expected, tolerance=1e-5):
         assert np.max(np.abs(g - e)) <= tolerance * max(np.max(np.abs(e)), 1e-30)
 
 
-@pytest.mark.parametrize("training", [True, False])
-def test_float32_is_keras_batch_normalization_through_the_fused_kernel(activations, training):
-    keras_bn = _run_once(keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5),
-                         activations, training)
-    layer = FusedBatchNormalization(momentum=0.9, epsilon=1e-5)
-    _assert_close(_run_once(layer, activations, training), keras_bn)
-    ops = _fused_ops(FusedBatchNormalization(), activations, training)
-    assert {"FusedBatchNormV3", "FusedBatchNormGradV3"} <= ops
-    assert not {"Mean", "SquaredDifference", "Rsqrt"} & ops
-
-
 def test_a_frozen_layer_infers_as_keras_does(activations):
     keras_bn = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
     layer = FusedBatchNormalization(momentum=0.9, epsilon=1e-5)

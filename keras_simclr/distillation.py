@@ -22,6 +22,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from keras_simclr.evaluation.online_probe import masked_cross_entropy
 from keras_simclr.training import preemption
 from keras_simclr.training.keras_compat import DistributedFitMixin, step_logs
 from keras_simclr.views.view_dict import to_float_images
@@ -42,16 +43,6 @@ def distillation_loss(teacher_logits, student_logits, temperature: float = 1.0):
     per_example = tf.nn.softmax_cross_entropy_with_logits(
         labels=targets, logits=tf.cast(student_logits, tf.float32) / t)
     return tf.reduce_mean(t * t * per_example)
-
-
-def labelled_loss(student_logits, labels):
-    """(mean CE over the examples with labels >= 0, labels clipped at 0, their mask)."""
-    labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
-    mask = tf.cast(labels >= 0, tf.float32)
-    safe = tf.maximum(labels, 0)
-    per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=safe, logits=tf.cast(student_logits, tf.float32))
-    return tf.reduce_sum(per_example * mask) / tf.maximum(tf.reduce_sum(mask), 1.0), safe, mask
 
 
 def _freeze(network: keras.Model) -> keras.Model:
@@ -138,7 +129,7 @@ class Distiller(DistributedFitMixin, keras.Model):
             loss = distillation_loss(targets, logits, self.temperature)
             total = loss
             if use_labels:
-                label_loss, labels, mask = labelled_loss(logits, y)
+                label_loss, labels, mask = masked_cross_entropy(logits, y)
                 total = total + self.label_weight * label_loss
             scaled = self.optimizer.scale_loss(total / replicas)
         variables = self.student.trainable_variables

@@ -15,6 +15,18 @@ def online_probe(num_classes: int) -> keras.layers.Dense:
     return keras.layers.Dense(num_classes, name="probe")
 
 
+def masked_cross_entropy(logits, labels):
+    """(mean cross-entropy over the examples with labels >= 0, labels with negatives at 0,
+    the float32 label mask): unlabelled examples (label < 0) take no part."""
+    labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
+    mask = tf.cast(labels >= 0, tf.float32)
+    safe_labels = tf.maximum(labels, 0)
+    per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=safe_labels, logits=tf.cast(logits, tf.float32))
+    loss = tf.reduce_sum(per_example * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+    return loss, safe_labels, mask
+
+
 def probe_loss_terms(probe: keras.layers.Layer, h, labels):
     """(mean cross-entropy, float32 logits, labels with negatives at 0, label mask).
 
@@ -23,11 +35,6 @@ def probe_loss_terms(probe: keras.layers.Layer, h, labels):
         h: the representation [B, D] (no gradient flows back into it).
         labels: int [B] or [B, 1]; labels < 0 are ignored.
     """
-    labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
     logits = tf.cast(probe(tf.stop_gradient(h)), tf.float32)
-    mask = tf.cast(labels >= 0, tf.float32)
-    safe_labels = tf.maximum(labels, 0)
-    per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_labels,
-                                                                 logits=logits)
-    loss = tf.reduce_sum(per_example * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+    loss, safe_labels, mask = masked_cross_entropy(logits, labels)
     return loss, logits, safe_labels, mask

@@ -91,16 +91,18 @@ class Distiller(DistributedFitMixin, keras.Model):
         self.lr_tracker = mean("learning_rate")
 
     def build(self, input_shape):
-        # One call on a zero batch builds every layer of a subclassed classifier (its
-        # `build` alone leaves the Dense layer unbuilt).
-        zeros = tf.zeros((1, *input_shape[1:]))
         for network in (self.teacher, self.student):
-            network(zeros, training=False)
+            if not network.built:
+                network.build(input_shape)
         # Again: variables made after freezing (a teacher built only now, as when a
         # checkpoint loads) would count as trainable, and the optimizer, built for more
         # variables than it saved, would skip its saved state on loading.
         _freeze(self.teacher)
         self.built = True
+
+    def _input_shape_for_build(self):
+        student = getattr(self.student, "encoder", self.student)
+        return getattr(student, "input_shape", None)
 
     @property
     def metrics(self):

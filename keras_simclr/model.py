@@ -205,8 +205,9 @@ class SimCLR(DistributedFitMixin, keras.Model):
             self.probe_accuracy.update_state(y_true, probe_logits, sample_weight=mask)
 
     def _ensure_built(self, x):
-        # Without a distribution strategy Keras defers building to the first trace of
-        # train_step, which never calls build(); saving then finds an unbuilt model.
+        # An encoder that does not know its input shape leaves building to the first
+        # trace of train_step (`compile` builds the others), which never calls build();
+        # saving would then find an unbuilt model.
         if not self.built:
             self.build(keras.tree.map_structure(lambda t: tuple(t.shape), x))
 

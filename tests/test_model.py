@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import blob_images
-from keras_simclr import ProjectionHead, SimCLR, SimCLRAugment, losses
+from keras_simclr import LinearClassifier, ProjectionHead, SimCLR, SimCLRAugment, losses
+from keras_simclr.distillation import Distiller
 from keras_simclr.networks import backbones
 from keras_simclr.views.makers import views_of_input
 
@@ -129,3 +130,31 @@ def test_the_objective_arguments_go_to_the_loss_and_old_configs_still_load():
     config.update(temperature=0.3, global_negatives=False)
     restored = SimCLR.from_config(config)
     assert restored.objective.get_config() == losses.NTXent(0.3, False).get_config()
+
+
+def _traces_of_train_step(model, *fit_args, **fit_kwargs):
+    """How many times `fit` traced the model's train_step (each trace calls it once)."""
+    calls = []
+    step = model.train_step
+    model.train_step = lambda data: calls.append(1) or step(data)
+    model.fit(*fit_args, verbose=0, **fit_kwargs)
+    return len(calls)
+
+
+def test_fit_traces_each_models_train_step_once():
+    # Built in the step's first trace (no strategy), the head, the probe, the Dense
+    # layer and the optimizer's slots made tf.function trace every step twice: 3 CPU-s
+    # of each tiny app run. The models now build before fit (DistributedFitMixin.fit).
+    images, labels = blob_images(32)
+    model = tiny_simclr()
+    model.compile(optimizer="adam")
+    assert _traces_of_train_step(model, images, labels, batch_size=16, epochs=2) == 1
+    classifiers = [LinearClassifier(backbones.resnet(10, stem="cifar", width_multiplier=0.125,
+                                                     input_shape=(16, 16, 3)), 4)
+                   for _ in range(2)]
+    classifiers[0].compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
+    assert _traces_of_train_step(classifiers[0], images, labels, batch_size=16) == 1
+    distiller = Distiller(*classifiers)
+    distiller.compile(optimizer="sgd")
+    assert _traces_of_train_step(distiller, images, batch_size=16) == 1

@@ -44,6 +44,16 @@ class LinearClassifier(DistributedFitMixin, keras.Model):
             self.num_classes, kernel_initializer="zeros", name="classifier"
         )
 
+    def build(self, input_shape):
+        h_shape = self.encoder.compute_output_shape(input_shape)
+        if self.head_layers:
+            if not self.head.built:
+                self.head.build(h_shape)
+            h_shape = self.head.compute_output_shape(h_shape, self.head_layers)
+        if not self.classifier.built:
+            self.classifier.build(h_shape)
+        self.built = True
+
     def features(self, images, training=False):
         """The representation the Dense layer reads: h, or g_k(h) with head_layers."""
         h = self.encoder(to_float_images(images), training=training and self.fine_tune)

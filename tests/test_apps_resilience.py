@@ -101,7 +101,7 @@ def test_a_diverging_run_on_two_replicas_with_gradient_caching_writes_nothing(tm
     model_dir = str(tmp_path / "run")
     command = ["pretrain", f"--dataset={dataset}", f"--model_dir={model_dir}", "--epochs=3",
                "--learning_rate=1e9", "--strategy=mirrored", "--cpu_replicas=2",
-               "--chunk_size=8", *TINY]
+               "--chunk_size=8", *TINY, "--backbone=resnet10"]  # the guard, not the net
     diverged = run_app(*command, check=False)
     assert diverged.returncode == 3, diverged.stderr[-3000:]
     assert diverged.stderr.strip().splitlines()[-1].startswith("error: ")

@@ -23,3 +23,15 @@ def blob_images(n, size=16, classes=4, seed=0):
 @pytest.fixture
 def tiny_images():
     return blob_images(128)
+
+
+# The files that take a minute or more of one test worker (`--durations`), longest first.
+# Each worker runs whole files (`--dist loadfile`) in collection order; started last, as
+# their names sort, these left one worker running alone for the suite's last minute.
+LONGEST_FIRST = ["test_official.py", "test_apps_resilience.py", "test_apps.py",
+                 "test_distribute.py", "test_cluster.py", "test_storage.py", "test_model.py"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

@@ -312,7 +312,7 @@ def test_import_then_every_app_on_a_folder_of_images(tmp_path):
     app that reads a model (the other releases: the tests below). The export takes the
     classifier fine-tuned from layer 1 of the head: its served logits were those of its
     Dense layer on h, not on that layer's output."""
-    dataset = write_folder(str(tmp_path / "images"))
+    dataset = write_folder(str(tmp_path / "images"), {"train": 32, "test": 32})
     model_dir = str(tmp_path / "imported")
     classifier = str(tmp_path / "imported" / "finetune_0.5" / "classifier.keras")
     stages = [

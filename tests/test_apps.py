@@ -1,13 +1,9 @@
 """The absl apps end to end, each through its entry point in a subprocess, on a tiny folder."""
-import atexit
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import tempfile
-import threading
 import zipfile
 
 import keras
@@ -17,6 +13,7 @@ import tensorflow as tf
 from PIL import Image
 from sklearn.linear_model import LogisticRegression
 
+import _app_server as app_server
 from conftest import blob_images
 from keras_simclr import data, evaluation
 from keras_simclr.evaluation import viz
@@ -31,52 +28,20 @@ NOISE = ["cuInit", "oneDNN", "cuda drivers", "absl::InitializeLog", "cpu_feature
          "ConvergenceWarning", "UserWarning", "INFO:tensorflow", "I0000", "warnings.warn"]
 
 
-class _AppServer:
-    """The client of tests/_app_server.py: app command lines run in children forked from
-    one process that imported TensorFlow once (per test worker), as `python -m` runs them."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.directory = tempfile.mkdtemp(prefix="app_server_")
-        with open(os.path.join(self.directory, "startup.log"), "w+") as startup:
-            self.process = subprocess.Popen(
-                [sys.executable, os.path.join(ROOT, "tests", "_app_server.py")], cwd=ROOT,
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=startup, text=True)
-            assert json.loads(self.process.stdout.readline()) == {"ready": True}
-            startup.seek(0)
-            self.startup_console = startup.read()  # TensorFlow's import, checked as the apps'
-        atexit.register(self.process.kill)
-
-    def run(self, argv, timeout):
-        with self.lock:
-            paths = [os.path.join(self.directory, name) for name in ("stdout", "stderr")]
-            request = {"argv": argv, "cwd": ROOT, "stdout": paths[0], "stderr": paths[1]}
-            self.process.stdin.write(json.dumps(request) + "\n")
-            self.process.stdin.flush()
-            pid = json.loads(self.process.stdout.readline())["pid"]
-            timer = threading.Timer(timeout, os.kill, (pid, signal.SIGKILL))
-            timer.start()
-            status = json.loads(self.process.stdout.readline())["status"]
-            timer.cancel()
-            if status == -signal.SIGKILL:
-                raise subprocess.TimeoutExpired(argv, timeout)
-            stdout, stderr = (open(path).read() for path in paths)
-        return subprocess.CompletedProcess(argv, status, stdout, stderr)
-
-
-_SERVER = []
-
-
 def run_app(name, *args, check=True, timeout=300):
     """Run `python -m apps.NAME args` (forked from tests/_app_server.py); with `check`, it
     must succeed without console noise, TensorFlow's import included."""
-    if not _SERVER:
-        _SERVER.append(_AppServer())
-    result = _SERVER[0].run([f"apps.{name}", *args], timeout)
+    child = app_server.start([f"apps.{name}", *args])
+    try:
+        stdout, stderr = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        raise
+    result = subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
     if check and result.returncode != 0:
         raise AssertionError(f"apps.{name} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     if check:
-        console = _SERVER[0].startup_console + result.stdout + result.stderr
+        console = app_server.startup_console() + result.stdout + result.stderr
         assert not [n for n in NOISE if n in console], console[-3000:]
         assert not re.search(r"^[IWE]\d{4} ", console, re.M), console[-3000:]  # absl prefix
     return result

@@ -6,16 +6,16 @@ a directory beside the run's config.json), which is much faster than running two
 import json
 import os
 import signal
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 
 import keras_simclr as ks
+from keras_simclr.training.callbacks import latest_checkpoint
 from keras_simclr.utils import storage
-from test_apps import ROOT, run_app, write_folder
+import _app_server as app_server
+from test_apps import run_app, write_folder
 from test_apps_resilience import wait_for
 
 
@@ -45,8 +45,7 @@ def test_sigterm_then_resume_gives_a_classifier_the_apps_take(setup, tmp_path):
     out = str(tmp_path / "student")
     args = [f"--teacher={teacher}", f"--model_dir={out}", f"--dataset={dataset}",
             "--epochs=2", "--batch_size=16", "--temperature=2"]
-    process = subprocess.Popen([sys.executable, "-m", "apps.distill", *args], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = app_server.start(["apps.distill", *args])
     wait_for(os.path.join(out, "checkpoints", "ckpt-1.keras"), process)
     process.send_signal(signal.SIGTERM)  # early in epoch 2
     _, stderr = process.communicate(timeout=120)
@@ -65,6 +64,25 @@ def test_sigterm_then_resume_gives_a_classifier_the_apps_take(setup, tmp_path):
     final = keras.saving.load_model(os.path.join(out, "checkpoints", "ckpt-2.keras"))
     assert isinstance(final, ks.Distiller)
     assert int(final.optimizer.iterations) == 2 * 6  # no step lost or repeated
+
+
+def test_kill_minus_nine_then_resume_repeats_no_step(setup, tmp_path):
+    dataset, teacher, _ = setup
+    out = str(tmp_path / "student")
+    args = [f"--teacher={teacher}", f"--model_dir={out}", f"--dataset={dataset}",
+            "--epochs=3", "--batch_size=16"]
+    process = app_server.start(["apps.distill", *args])
+    wait_for(os.path.join(out, "checkpoints", "ckpt-1.keras"), process)
+    process.kill()  # no handler runs: the epoch checkpoints are what is left
+    process.communicate(timeout=120)
+    done = latest_checkpoint(os.path.join(out, "checkpoints"))[1]
+    assert 1 <= done < 3 and not os.path.exists(os.path.join(out, "classifier.keras"))
+
+    rerun = run_app("distill", *args)
+    assert f"resuming from {out}/checkpoints/ckpt-{done}.keras" in rerun.stdout
+    final = keras.saving.load_model(os.path.join(out, "checkpoints", "ckpt-3.keras"))
+    assert int(final.optimizer.iterations) == 3 * 6  # no step lost or repeated
+    assert os.path.exists(os.path.join(out, "classifier.keras"))
 
 
 def _no_classifier_run(directory, image_size):

@@ -7,8 +7,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import keras
@@ -16,14 +14,13 @@ import keras
 from keras_simclr.optimizers import FittedWarmupCosine
 from keras_simclr.training import resilience
 from keras_simclr.training.callbacks import checkpoint_position, latest_checkpoint
-from test_apps import ROOT, TINY, read_bytes, run_app, write_folder
+import _app_server as app_server
+from test_apps import TINY, read_bytes, run_app, write_folder
 
 
 def start_pretrain(dataset, model_dir, *args):
-    return subprocess.Popen(
-        [sys.executable, "-m", "apps.pretrain", f"--dataset={dataset}",
-         f"--model_dir={model_dir}", *args, *TINY],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return app_server.start(["apps.pretrain", f"--dataset={dataset}",
+                             f"--model_dir={model_dir}", *args, *TINY])
 
 
 def wait_for(path, process, seconds=240):

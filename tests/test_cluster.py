@@ -32,6 +32,7 @@ import pytest
 
 from keras_simclr.training import cluster, distribute
 from keras_simclr.training.callbacks import checkpoint_position
+import _app_server as app_server
 from test_apps import NOISE, ROOT, run_app, write_folder
 
 TOY_APPS = os.path.join(ROOT, "tests", "_toy_apps.py")
@@ -95,12 +96,17 @@ class Launch:
     def __init__(self, directory, name, model_dir, environments, args, command=None):
         self.logs = [os.path.join(directory, f"{name}.{i}.log") for i in range(len(environments))]
         self.procs, self.exited = [], {}
-        command = command or [sys.executable, TOY_APPS, "pretrain"]
         for env, log in zip(environments, self.logs):
-            with open(log, "w") as out:
-                self.procs.append(subprocess.Popen(
-                    [*command, f"--model_dir={model_dir}", *FLAGS, *args], cwd=ROOT,
-                    stdout=out, stderr=subprocess.STDOUT, env=_environment(env)))
+            argv = [*(command or [TOY_APPS, "pretrain"]), f"--model_dir={model_dir}", *FLAGS,
+                    *args]
+            if command:  # the batch script, run by bash
+                with open(log, "w") as out:
+                    self.procs.append(subprocess.Popen(argv, cwd=ROOT, stdout=out,
+                                                       stderr=subprocess.STDOUT,
+                                                       env=_environment(env)))
+            else:  # a worker: tests/_toy_apps.py forked from the app server
+                self.procs.append(app_server.start(argv, env=_environment(env), stdout=log,
+                                                   stderr=log))
 
     def signal_when(self, path, index, signum):
         """Send worker `index` `signum` once `path` exists; the time it was sent."""

@@ -33,6 +33,17 @@ def test_the_loss_is_the_official_formula(temperature):
     assert got == pytest.approx(numpy_loss(teacher, student, temperature), rel=1e-5)
 
 
+def test_the_loss_is_the_official_notebooks():
+    # kd_loss.npz: `add_kd_loss` of the official distillation notebook, run as it is in
+    # TensorFlow 2.15 on fixed logits (tools/make_official_fixtures.py)
+    recorded = np.load(os.path.join(os.path.dirname(HELPER), "fixtures", "official",
+                                    "kd_loss.npz"))
+    for temperature, want in zip(recorded["temperatures"], recorded["losses"]):
+        got = distillation_loss(recorded["teacher_logits"], recorded["student_logits"],
+                                float(temperature))
+        assert float(got) == pytest.approx(float(want), rel=1e-6), temperature
+
+
 def _classifier(seed, classes=3):
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((None, None, 3))

@@ -18,12 +18,12 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 
 import numpy as np
 import pytest
 
+import _app_server as app_server
 import keras_simclr  # noqa: F401  (before TensorFlow)
 from keras_simclr.training import distribute
 
@@ -41,11 +41,9 @@ class _Run:
         self.logs = [os.path.join(directory, f"{name}.{i}.log") for i in range(len(commands))]
         self.procs = []
         for (args, env), log in zip(commands, self.logs):
-            with open(log, "w") as out:
-                self.procs.append(subprocess.Popen(
-                    [sys.executable, HELPER, *args], stdout=out, stderr=subprocess.STDOUT,
-                    env={**os.environ, **(env or {})}, cwd=os.path.dirname(HELPER),
-                ))
+            self.procs.append(app_server.start(  # forked from the app server
+                [HELPER, *args], env={**os.environ, **(env or {})},
+                cwd=os.path.dirname(HELPER), stdout=log, stderr=log))
         self._done = False
 
     def output(self, index=0):

@@ -8,8 +8,6 @@ directory, which must stay empty: `--model_dir=ram://...` used to create a local
 """
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -18,6 +16,7 @@ import tensorflow as tf
 
 from keras_simclr.utils import storage
 from keras_simclr.exchange.export import ExportError, export_encoder, read_metadata
+import _app_server as app_server
 from test_apps import TINY, run_app, write_folder
 
 DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_ram_apps_driver.py")
@@ -34,10 +33,10 @@ def ram_run(tmp_path_factory):
     cwd = base / "cwd"
     cwd.mkdir()
     out = base / "report.json"
-    result = subprocess.run([sys.executable, DRIVER, dataset, str(out)], cwd=cwd,
-                            capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return json.loads(out.read_text()), result.stderr, dataset
+    driver = app_server.start([DRIVER, dataset, str(out)], cwd=str(cwd))
+    _, stderr = driver.communicate(timeout=900)
+    assert driver.returncode == 0, stderr[-4000:]
+    return json.loads(out.read_text()), stderr, dataset
 
 
 def test_pretrain_writes_its_run_to_an_in_memory_filesystem(ram_run):

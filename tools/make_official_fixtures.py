@@ -15,7 +15,11 @@ environment outside the repository:
     python tools/make_official_fixtures.py --official_dir=/tmp/simclr/tf2 \
         --output_dir=tests/fixtures/official
 
-(`--fixtures=r50_sk0_v2_ft1,...` writes only those. A full run rewrites the committed
+`kd_loss.npz` holds the loss of the official distillation notebook
+(`tf2/colabs/distillation_self_training.ipynb`, its `add_kd_loss` cell, run as it is) on
+fixed logits at four temperatures, for tests/test_distillation.py.
+
+(`--fixtures=r50_sk0_v2_ft1,kd_loss,...` writes only those. A full run rewrites the committed
 fixtures identically, the gzip header's time aside.)
 
 `--bench_dir=DIR` writes instead the released ResNet-50 1x's architecture at full size
@@ -45,7 +49,9 @@ official initialisation would leave them at 0/1 and hide a mapping error), then
 `trainable=False`, and the embedding, projection and logits with `trainable=True` (BN on
 batch statistics) as `<key>_trainable`.
 """
+import ast
 import gzip
+import json
 import os
 import shutil
 import sys
@@ -168,6 +174,35 @@ def make_bench_model(run, model_lib, tf):
     tf.saved_model.save(run.build_saved_model(model), FLAGS.bench_dir)
 
 
+def official_kd_loss(official_dir, tf):
+    """The official distillation notebook's `add_kd_loss`, taken from its cell unmodified."""
+    notebook = os.path.join(official_dir, "colabs", "distillation_self_training.ipynb")
+    with open(notebook) as f:
+        cells = ["".join(cell["source"]) for cell in json.load(f)["cells"]
+                 if cell["cell_type"] == "code"]
+    for source in (cell for cell in cells if "def add_kd_loss" in cell):
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.FunctionDef) and node.name == "add_kd_loss":
+                namespace = {"tf": tf}
+                exec(compile(ast.Module([node], []), notebook, "exec"), namespace)
+                return namespace["add_kd_loss"]
+    raise ValueError(f"no add_kd_loss in {notebook}")
+
+
+def make_kd_loss_fixture(tf):
+    """kd_loss.npz: the notebook's loss on fixed teacher and student logits (a batch of 5,
+    7 classes) at each of `temperatures`, with TensorFlow 2.15's float32 arithmetic."""
+    add_kd_loss = official_kd_loss(os.path.abspath(FLAGS.official_dir), tf)
+    rng = np.random.default_rng(0)
+    teacher, student = (rng.normal(0, 3, (5, 7)).astype(np.float32) for _ in range(2))
+    temperatures = np.array([0.5, 1.0, 2.0, 3.0], np.float32)
+    losses = [float(add_kd_loss(tf.constant(student), tf.constant(teacher), float(t)))
+              for t in temperatures]
+    np.savez(os.path.join(FLAGS.output_dir, "kd_loss.npz"), teacher_logits=teacher,
+             student_logits=student, temperatures=temperatures,
+             losses=np.array(losses, np.float32))
+
+
 def main(argv):
     del argv
     sys.path.insert(0, os.path.abspath(FLAGS.official_dir))
@@ -178,6 +213,8 @@ def main(argv):
     if FLAGS.bench_dir:
         make_bench_model(run, model_lib, tf)
         return
+    if not FLAGS.fixtures or "kd_loss" in FLAGS.fixtures:
+        make_kd_loss_fixture(tf)
     images = np.random.default_rng(0).integers(0, 256, (3, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
     for name, options in FIXTURES.items():
         if FLAGS.fixtures and name not in FLAGS.fixtures:

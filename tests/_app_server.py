@@ -128,6 +128,14 @@ class Child:
             raise subprocess.TimeoutExpired(self.args, timeout)
         return self.returncode
 
+    def printed(self) -> str:
+        """What the child has written to its stdout file so far ("" before it opened it)."""
+        try:
+            with open(self._paths[0]) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
     def communicate(self, timeout=None):
         """(stdout, stderr) once the child has ended."""
         self.wait(timeout)

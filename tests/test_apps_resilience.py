@@ -30,6 +30,17 @@ def wait_for(path, process, seconds=240):
     assert os.path.exists(path), process.communicate()[1][-3000:]
 
 
+def wait_for_line(prefix, process, seconds=240):
+    """The first line `process` prints that starts with `prefix`."""
+    deadline = time.time() + seconds
+    while time.time() < deadline and process.poll() is None:
+        lines = [line for line in process.printed().splitlines() if line.startswith(prefix)]
+        if lines:
+            return lines[0]
+        time.sleep(0.01)
+    raise AssertionError(f"no line {prefix!r}: " + process.communicate()[1][-3000:])
+
+
 def kill_minus_nine_after(checkpoint, dataset, model_dir, *args):
     """Start pretraining, SIGKILL it once `checkpoint` is written; the latest checkpoint
     and the epochs it completed."""
@@ -169,10 +180,8 @@ def test_a_time_budget_is_planned_recorded_and_kept_by_the_resumed_run(tmp_path)
     dataset = write_folder(str(tmp_path / "images"))  # 96 images: 6 steps per epoch
     model_dir = str(tmp_path / "run")
     process = start_pretrain(dataset, model_dir, "--time_budget=30s")
-    for line in process.stdout:  # stop the run as soon as it has its plan
-        if line.startswith("time budget "):
-            process.send_signal(signal.SIGTERM)
-            break
+    line = wait_for_line("time budget ", process)
+    process.send_signal(signal.SIGTERM)  # stop the run as soon as it has its plan
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 75, stderr[-3000:]
     with open(os.path.join(model_dir, "config.json")) as f:

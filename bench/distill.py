@@ -9,9 +9,11 @@ For each --label_fractions f and --seeds s, from one pretraining run of the CPU 
 2. student: `python -m apps.distill --teacher=WORK/seed<s>/finetune_<f>
    --model_dir=WORK/seed<s>/distill_<f> --seed=s --epochs=--distill_epochs` on the whole
    --train_split (the 45k-image train folder; its labels unused), the teacher's
-   architecture with new weights (self-distillation);
+   architecture (self-distillation) with new weights, or with --student_from_pretrained the
+   pretraining run's encoder (`--student_from=--pretrained`);
 3. top-1 of both on --eval_split (val), from the apps' result.json files, and the CPU time
-   (user + system of the child process, start-up and evaluation included) of each app.
+   (user + system of the child process, start-up and evaluation included) of each app;
+   each pair's row is printed and appended to --results as soon as it is done.
 
 Then the per-step cost in this process, on one random batch of --batch_size 32-px images:
 a fine-tuning step (`LinearClassifier(fine_tune=True).train_on_batch`, as apps.finetune)
@@ -34,8 +36,8 @@ from bench import common  # noqa: E402
 REPO = os.path.dirname(common.BENCH_DIR)
 SECTION = "## Fine-tune, then distil (bench/distill.py)"
 COLUMNS = ["date", "CPU", "cores", "command", "label fraction", "seed", "teacher top-1",
-           "student top-1", "fine-tune CPU min", "distil epochs", "distil CPU min",
-           "fine-tune step CPU s", "distil step CPU s"]
+           "student start", "student top-1", "fine-tune CPU min", "distil epochs",
+           "distil CPU min", "fine-tune step CPU s", "distil step CPU s"]
 HEADER = "| " + " | ".join(COLUMNS) + " |\n" + "|---" * len(COLUMNS) + "|"
 
 
@@ -51,6 +53,8 @@ def parse_args(argv):
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--finetune_epochs", type=int, default=30)
     parser.add_argument("--distill_epochs", type=int, default=10)
+    parser.add_argument("--student_from_pretrained", action="store_true",
+                        help="start the student from --pretrained's encoder, not new weights")
     parser.add_argument("--timing_steps", type=int, default=10)
     common.add_output_flags(parser, "a row per fraction and seed")
     return parser.parse_args(argv)
@@ -84,13 +88,15 @@ def teacher_and_student(args, fraction: float, seed: int) -> dict:
                            f"--epochs={args.finetune_epochs}", *common_flags)
     teacher = os.path.join(run, f"finetune_{fraction:g}")
     student = os.path.join(run, f"distill_{fraction:g}")
+    start = [f"--student_from={os.path.abspath(args.pretrained)}"] * args.student_from_pretrained
     distill_cpu = run_app("distill", f"--teacher={teacher}", f"--model_dir={student}",
-                          f"--epochs={args.distill_epochs}", *common_flags)
+                          f"--epochs={args.distill_epochs}", *start, *common_flags)
     teacher_result = json.load(open(os.path.join(teacher, "result.json")))
     student_result = json.load(open(os.path.join(student, "result.json")))
     return {"label_fraction": fraction, "seed": seed, "teacher_top1": teacher_result["top1"],
             "student_top1": student_result["top1"], "finetune_cpu_min": finetune_cpu / 60,
-            "distill_epochs": args.distill_epochs, "distill_cpu_min": distill_cpu / 60}
+            "distill_epochs": args.distill_epochs, "distill_cpu_min": distill_cpu / 60,
+            "student_from_pretrained": args.student_from_pretrained}
 
 
 def median_step_cpu(step, steps: int) -> float:
@@ -129,24 +135,32 @@ def step_costs(args) -> dict:
     return {"finetune_step_cpu_s": finetune_s, "distill_step_cpu_s": distill_s}
 
 
+def report(args, info: dict, costs: dict, row: dict) -> None:
+    """Print one fraction and seed's figures; append its row to --results."""
+    start = "pretrained" if row["student_from_pretrained"] else "new weights"
+    print(f"{100 * row['label_fraction']:g}% labels, seed {row['seed']}: teacher top-1 "
+          f"{100 * row['teacher_top1']:.2f}%, student ({start}) "
+          f"{100 * row['student_top1']:.2f}%", flush=True)
+    if args.results:
+        common.append_row(args.results, SECTION, HEADER, [
+            info["date"], info["cpu"], str(info["cores"]), f"`{info['command']}`",
+            f"{row['label_fraction']:g}", str(row["seed"]),
+            f"{100 * row['teacher_top1']:.2f}", start, f"{100 * row['student_top1']:.2f}",
+            f"{row['finetune_cpu_min']:.1f}", str(row["distill_epochs"]),
+            f"{row['distill_cpu_min']:.1f}", f"{costs['finetune_step_cpu_s']:.3f}",
+            f"{costs['distill_step_cpu_s']:.3f}"])
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     info = common.run_info("bench/distill.py")
     costs = step_costs(args)
-    rows = [teacher_and_student(args, float(f), int(s))
-            for f in args.label_fractions.split(",") for s in args.seeds.split(",")]
-    for row in rows:
-        print(f"{100 * row['label_fraction']:g}% labels, seed {row['seed']}: teacher top-1 "
-              f"{100 * row['teacher_top1']:.2f}%, student {100 * row['student_top1']:.2f}%",
-              flush=True)
-        if args.results:
-            common.append_row(args.results, SECTION, HEADER, [
-                info["date"], info["cpu"], str(info["cores"]), f"`{info['command']}`",
-                f"{row['label_fraction']:g}", str(row["seed"]),
-                f"{100 * row['teacher_top1']:.2f}", f"{100 * row['student_top1']:.2f}",
-                f"{row['finetune_cpu_min']:.1f}", str(row["distill_epochs"]),
-                f"{row['distill_cpu_min']:.1f}", f"{costs['finetune_step_cpu_s']:.3f}",
-                f"{costs['distill_step_cpu_s']:.3f}"])
+    rows = []
+    for fraction in args.label_fractions.split(","):
+        for seed in args.seeds.split(","):
+            row = teacher_and_student(args, float(fraction), int(seed))
+            rows.append(row)
+            report(args, info, costs, row)
     if args.json:
         print(json.dumps({**info, **costs, "runs": rows}, sort_keys=True))
 

@@ -71,6 +71,30 @@ def _assert_close(got, expected, tolerance=1e-5):
         assert np.max(np.abs(g - e)) <= tolerance * max(np.max(np.abs(e)), 1e-30)
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_float32_is_keras_batch_normalization_through_the_fused_kernel(activations, training):
+    keras_bn = _run_once(keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5),
+                         activations, training)
+    layer = FusedBatchNormalization(momentum=0.9, epsilon=1e-5)
+    _assert_close(_run_once(layer, activations, training), keras_bn)
+    ops = _fused_ops(FusedBatchNormalization(), activations, training)
+    assert {"FusedBatchNormV3", "FusedBatchNormGradV3"} <= ops
+    assert not {"SquaredDifference", "Rsqrt"} & ops
+
+
+def test_float32_moments_keep_their_digits_when_the_mean_dwarfs_the_spread():
+    # 1,000 standard deviations from zero: the kernel's one-pass variance alone puts the
+    # outputs 2.9e-4 off (6.7e-5 of their scale), shifted first 7.8e-7.
+    x = tf.random.stateless_normal((32, 6, 6, 8), [5, 6]) + 1000.0
+    x64 = x.numpy().astype(np.float64)
+    mean, variance = x64.mean((0, 1, 2)), x64.var((0, 1, 2))
+    layer = FusedBatchNormalization(momentum=0.0, epsilon=1e-5)
+    outputs = layer(x, training=True).numpy()
+    _assert_close([outputs], [(x64 - mean) / np.sqrt(variance + 1e-5)])
+    np.testing.assert_allclose(layer.moving_mean.numpy(), mean, rtol=1e-6)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), variance, rtol=1e-4)
+
+
 def test_a_frozen_layer_infers_as_keras_does(activations):
     keras_bn = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
     layer = FusedBatchNormalization(momentum=0.9, epsilon=1e-5)
@@ -104,6 +128,9 @@ def test_synchronized_masked_and_other_ranks_take_keras_path(activations):
     assert not FusedBatchNormalization()._fuses(tf.zeros((4, 8)), None)
     assert not FusedBatchNormalization(center=False)._fuses(activations, None)
     assert not FusedBatchNormalization()._fuses(tf.cast(activations, tf.float64), None)
+    # float32 1x1 maps: Keras' arithmetic, the official code's (tests/test_official.py)
+    assert not FusedBatchNormalization()._fuses(activations[:, :1, :1], None)
+    assert FusedBatchNormalization()._fuses(tf.cast(activations[:, :1, :1], tf.bfloat16), None)
 
 
 def test_two_synchronized_replicas_normalise_with_the_global_batch(tmp_path):

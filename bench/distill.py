@@ -4,8 +4,9 @@ For each --label_fractions f and --seeds s, from one pretraining run of the CPU 
 (`python -m apps.pretrain --flagfile=apps/configs/cifar10_cpu.cfg --model_dir=runs/cifar10_cpu`):
 
 1. teacher: `python -m apps.finetune --model_dir=WORK/seed<s> --label_fraction=f --seed=s
-   [--finetune_epochs ...]`, where WORK/seed<s> links the run's model.keras and config.json
-   (apps.finetune writes finetune_<f>/ beside them, one directory per seed);
+   --epochs=--finetune_epochs [--finetune_from_head_layer=K]`, where WORK/seed<s> links the
+   run's model.keras and config.json (apps.finetune writes finetune_<f>/ beside them, one
+   directory per seed);
 2. student: `python -m apps.distill --teacher=WORK/seed<s>/finetune_<f>
    --model_dir=WORK/seed<s>/distill_<f> --seed=s --epochs=--distill_epochs` on the whole
    --train_split (the 45k-image train folder; its labels unused), the teacher's
@@ -52,6 +53,8 @@ def parse_args(argv):
     parser.add_argument("--label_fractions", default="0.01,0.1")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--finetune_epochs", type=int, default=30)
+    parser.add_argument("--finetune_from_head_layer", type=int, default=None,
+                        help="apps.finetune's flag (SimCLRv2: 1); default: from the encoder")
     parser.add_argument("--distill_epochs", type=int, default=10)
     parser.add_argument("--student_from_pretrained", action="store_true",
                         help="start the student from --pretrained's encoder, not new weights")
@@ -84,8 +87,10 @@ def teacher_and_student(args, fraction: float, seed: int) -> dict:
     common_flags = [f"--dataset={args.dataset}", f"--train_split={args.train_split}",
                     f"--eval_split={args.eval_split}", f"--seed={seed}",
                     f"--batch_size={args.batch_size}"]
+    head = ([] if args.finetune_from_head_layer is None
+            else [f"--finetune_from_head_layer={args.finetune_from_head_layer}"])
     finetune_cpu = run_app("finetune", f"--model_dir={run}", f"--label_fraction={fraction:g}",
-                           f"--epochs={args.finetune_epochs}", *common_flags)
+                           f"--epochs={args.finetune_epochs}", *head, *common_flags)
     teacher = os.path.join(run, f"finetune_{fraction:g}")
     student = os.path.join(run, f"distill_{fraction:g}")
     start = [f"--student_from={os.path.abspath(args.pretrained)}"] * args.student_from_pretrained

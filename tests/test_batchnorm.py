@@ -128,9 +128,17 @@ def test_synchronized_masked_and_other_ranks_take_keras_path(activations):
     assert not FusedBatchNormalization()._fuses(tf.zeros((4, 8)), None)
     assert not FusedBatchNormalization(center=False)._fuses(activations, None)
     assert not FusedBatchNormalization()._fuses(tf.cast(activations, tf.float64), None)
-    # float32 1x1 maps: Keras' arithmetic, the official code's (tests/test_official.py)
-    assert not FusedBatchNormalization()._fuses(activations[:, :1, :1], None)
-    assert FusedBatchNormalization()._fuses(tf.cast(activations[:, :1, :1], tf.bfloat16), None)
+    # float32 statistics of a few values: Keras' arithmetic, the official code's
+    # (tests/test_official.py); 64 values or more, or a batch not known when traced: fused
+    layer = FusedBatchNormalization()
+    assert not layer._fuses(activations[:3, :1, :1], None)
+    assert not layer._fuses(activations[:, :1, :1], None)  # 32 x 1 x 1
+    assert layer._fuses(activations[:, :2, :1], None)  # 32 x 2 x 1
+    assert layer._fuses(tf.cast(activations[:3, :1, :1], tf.bfloat16), None)
+    fuses = []
+    tf.function(lambda x: fuses.append(layer._fuses(x, None))).get_concrete_function(
+        tf.TensorSpec((None, 1, 1, 8)))
+    assert fuses == [True]
 
 
 def test_two_synchronized_replicas_normalise_with_the_global_batch(tmp_path):

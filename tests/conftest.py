@@ -1,5 +1,13 @@
 """Shared fixtures: tiny generated images so that tests need no download and no ../shared."""
-import keras_simclr  # noqa: F401  (sets the TensorFlow runtime flags before TF is imported)
+import os
+
+# The test workers (-n 2) share the machine's cores: each TensorFlow process they start
+# computes on one intra-op thread rather than on as many as there are cores, which would
+# contend with the other worker's.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+
+import keras_simclr  # noqa: E402,F401  (sets the TensorFlow runtime flags before TF is imported)
 import numpy as np
 import pytest
 

@@ -10,7 +10,8 @@ directory of apps.import_official whose release has a supervised head; it is fro
 
 The student has the teacher's architecture (self-distillation), new weights, unless the
 encoder flags of apps.pretrain are given (--backbone, --width_multiplier, ... : encoder +
-Dense) or --student_from=RUN starts it from a pretraining run's encoder. Nesterov SGD with a
+Dense) or --student_from=RUN starts it from a pretraining run (its encoder, and the first
+layers of its projection head where the teacher reads a head layer). Nesterov SGD with a
 cosine schedule, as apps.finetune. Writes under --model_dir: `checkpoints/` every epoch
 (rerun to resume; SIGTERM saves the current step and exits with status 75),
 `config.json`, the student as `classifier.keras` and `result.json` (the student's top-1 /
@@ -47,8 +48,9 @@ flags.DEFINE_float("label_weight", 0.0, "Weight of the cross-entropy on the imag
                    "--train_split that have labels (every image of a labelled folder).")
 flags.register_validator("label_weight", lambda v: v >= 0,
                          message="--label_weight must be 0 or more")
-flags.DEFINE_string("student_from", None, "Start the student's encoder from this "
-                    "pretraining run (default: new weights).")
+flags.DEFINE_string("student_from", None, "Start the student from this pretraining run: "
+                    "its encoder, and its head's first layers where the teacher reads a "
+                    "head layer (default: new weights).")
 recipe_flags.define_encoder_flags()
 classify.define_training_flags(30, "Distillation")
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in model_dir/checkpoints.")
@@ -110,8 +112,10 @@ def check_fit(teacher, image_size: int, info) -> None:
 
 
 def build_student(teacher, image_size: int):
-    """A fine-tunable `LinearClassifier`: the encoder flags' network, the --student_from
-    run's encoder, or (default) the teacher's architecture with new weights."""
+    """A fine-tunable `LinearClassifier`: the encoder flags' network, the teacher's
+    architecture started from the --student_from run (its encoder, and its head's first
+    layers where the teacher reads a head layer), or (default) the teacher's architecture
+    with new weights."""
     head, head_layers = None, 0
     if FLAGS.student_from:
         run = common.load_pretrained(FLAGS.student_from)
@@ -120,7 +124,11 @@ def build_student(teacher, image_size: int):
             raise common.AppError(f"--student_from {FLAGS.student_from} was trained at "
                                   f"{run_size} px, the teacher at {image_size} px: the "
                                   f"student and the teacher see the same views")
-        encoder = run.encoder
+        encoder, head_layers = run.encoder, getattr(teacher, "head_layers", 0)
+        if head_layers > getattr(run.head, "depth", 0):
+            raise common.AppError(f"the teacher reads projection head layer {head_layers}; "
+                                  f"--student_from {FLAGS.student_from} has no such layer")
+        head = run.head if head_layers else None
     elif any(FLAGS[name].present for name in recipe_flags.ENCODER_FLAGS):
         encoder = backbones.build_backbone(FLAGS.backbone,
                                            **recipe_flags.encoder_arguments(FLAGS))

@@ -19,11 +19,14 @@ from test_apps import run_app, write_folder
 from test_apps_resilience import wait_for
 
 
-def _save_teacher(directory, classes=4, image_size=16):
-    """A tiny fine-tuned-style teacher: directory/run/{config.json, finetune_1/classifier.keras}."""
+def _save_teacher(directory, classes=4, image_size=16, head_layers=0):
+    """A tiny fine-tuned-style teacher: directory/run/{config.json, finetune_1/classifier.keras},
+    reading h or, with head_layers, that layer of a 3-layer projection head."""
     keras.utils.set_random_seed(0)
     encoder = ks.resnet(18, stem="cifar", width_multiplier=0.125, input_shape=(None, None, 3))
-    teacher = ks.LinearClassifier(encoder, classes, fine_tune=True)
+    head = ks.ProjectionHead(3, output_dim=8) if head_layers else None
+    teacher = ks.LinearClassifier(encoder, classes, fine_tune=True, head=head,
+                                  head_layers=head_layers)
     teacher(np.zeros((1, image_size, image_size, 3), "float32"))
     teacher.classifier.kernel.assign(np.random.default_rng(0).normal(
         size=teacher.classifier.kernel.shape))
@@ -100,6 +103,7 @@ def _no_classifier_run(directory, image_size):
     ("classes", "the teacher has 3 classes"),
     ("image_size", "was trained at 8 px, the teacher at 16 px"),
     ("empty", "holds no readable images"),
+    ("head_layer", "the teacher reads projection head layer 3; --student_from"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(setup, tmp_path, case, message):
     dataset, teacher, _ = setup
@@ -110,6 +114,9 @@ def test_bad_input_is_one_line_and_writes_nothing(setup, tmp_path, case, message
         args[0] = f"--teacher={_save_teacher(str(tmp_path / 't3'), classes=3)}"
     elif case == "image_size":
         args.append(f"--student_from={_no_classifier_run(str(tmp_path / 'run8'), 8)}")
+    elif case == "head_layer":  # the run's head has 2 layers
+        args[0] = f"--teacher={_save_teacher(str(tmp_path / 'th'), head_layers=3)}"
+        args.append(f"--student_from={_no_classifier_run(str(tmp_path / 'run'), 16)}")
     else:
         os.makedirs(tmp_path / "empty" / "train")
         args[1] = f"--dataset=folder:{tmp_path / 'empty'}"
@@ -119,3 +126,21 @@ def test_bad_input_is_one_line_and_writes_nothing(setup, tmp_path, case, message
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("error:") and message in lines[-1], result.stderr[-2000:]
     assert "Traceback" not in result.stderr and not out.exists()
+
+
+def test_a_student_from_a_run_reads_the_teachers_head_layer_from_the_runs_weights(setup,
+                                                                                  tmp_path):
+    # Self-distillation: a teacher fine-tuned from head layer 1 (SimCLRv2) gets a student of
+    # its architecture, the run's encoder and first head layer (not h, not new weights).
+    dataset, _, _ = setup
+    run = _no_classifier_run(str(tmp_path / "run"), 16)
+    out = str(tmp_path / "student")
+    run_app("distill", f"--teacher={_save_teacher(str(tmp_path / 't'), head_layers=1)}",
+            f"--student_from={run}", f"--model_dir={out}", f"--dataset={dataset}",
+            "--epochs=1", "--batch_size=16", "--learning_rate=1e-9")
+    student = keras.saving.load_model(os.path.join(out, "classifier.keras"))
+    pretrained = keras.saving.load_model(os.path.join(run, "model.keras"))
+    assert student.head_layers == 1
+    for got, start in ((student.head.dense_layers[0], pretrained.head.dense_layers[0]),
+                       (student.encoder, pretrained.encoder)):
+        np.testing.assert_allclose(got.weights[0].numpy(), start.weights[0].numpy(), atol=1e-6)

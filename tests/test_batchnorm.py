@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_simclr.networks.batchnorm import FusedBatchNormalization
+from keras_simclr.networks import batchnorm
+from keras_simclr.networks.batchnorm import FusedBatchNormalization, fuses
+from keras_simclr.networks.heads import ProjectionHead
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HELPER = os.path.join(HERE, "_distribute_helper.py")
@@ -134,12 +136,53 @@ def test_bfloat16_training_is_fused_and_close_to_keras(activations, policy):
     np.testing.assert_allclose(moving_variance, keras_bn[5], rtol=1e-2)
 
 
-def test_synchronized_masked_and_other_ranks_take_keras_path(activations):
-    assert not FusedBatchNormalization(synchronized=True)._fuses(activations, None)
-    assert not FusedBatchNormalization()._fuses(activations, tf.ones((32, 6, 6)))
-    assert not FusedBatchNormalization()._fuses(tf.zeros((4, 8)), None)
-    assert not FusedBatchNormalization(center=False)._fuses(activations, None)
-    assert not FusedBatchNormalization()._fuses(tf.cast(activations, tf.float64), None)
+def test_which_layers_and_inputs_take_the_fused_kernel(activations):
+    assert fuses(FusedBatchNormalization(), activations)
+    assert fuses(FusedBatchNormalization(), tf.zeros((4, 8)))  # vectors, as 1x1 maps
+    assert fuses(FusedBatchNormalization(center=False), activations)  # offset 0
+    assert not fuses(FusedBatchNormalization(synchronized=True), activations)
+    assert not fuses(FusedBatchNormalization(), activations, tf.ones((32, 6, 6)))
+    assert not fuses(FusedBatchNormalization(), tf.zeros((4, 5, 8)))
+    assert not fuses(FusedBatchNormalization(scale=False), activations)
+    assert not fuses(FusedBatchNormalization(), tf.cast(activations, tf.float64))
+
+
+def test_ordinary_activations_take_the_kernel_unshifted(activations):
+    # The shift is a pass over the whole tensor: where the first examples' means lie within
+    # ten standard deviations, the outputs are the bare kernel's, bit for bit.
+    layer = FusedBatchNormalization(epsilon=1e-5)
+    layer.build(activations.shape)
+    bare, *_ = tf.raw_ops.FusedBatchNormV3(
+        x=activations, scale=layer.gamma, offset=layer.beta, mean=tf.constant([]),
+        variance=tf.constant([]), epsilon=1e-5, exponential_avg_factor=1.0,
+        data_format="NHWC", is_training=True)
+    assert np.array_equal(layer(activations, training=True).numpy(), bare.numpy())
+
+
+def test_the_projection_head_normalises_through_the_fused_kernel(monkeypatch):
+    # Its BN layers stay Keras' class (saved weights are addressed by the class name) and
+    # compute Keras' numbers through the fused kernel, the last one without an offset.
+    h = tf.random.stateless_normal((32, 12), [7, 8]) * 2.0 + 0.5
+
+    def one_step():
+        keras.utils.set_random_seed(0)
+        head = ProjectionHead(depth=3, hidden_dim=16, output_dim=8)
+        head.build(h.shape)
+        with tf.GradientTape() as tape:
+            tape.watch(h)
+            z = head(h, training=True)
+            loss = tf.reduce_sum(z * tf.random.stateless_normal(z.shape, [1, 2]))
+        gradients = tape.gradient(loss, [h, *head.trainable_weights])
+        values = [t.numpy() for t in (z, *gradients, *head.non_trainable_weights)]
+        graph = tf.function(lambda h: head(h, training=True)).get_concrete_function(h).graph
+        return values, {op.type for op in graph.get_operations()}
+
+    fused, fused_ops = one_step()
+    assert "FusedBatchNormV3" in fused_ops
+    monkeypatch.setattr(batchnorm, "fuses", lambda *args: False)
+    reference, reference_ops = one_step()
+    assert "FusedBatchNormV3" not in reference_ops
+    _assert_close(fused, reference)
 
 
 def test_two_synchronized_replicas_normalise_with_the_global_batch(tmp_path):

@@ -4,18 +4,24 @@ Keras' BatchNormalization computes the moments and the normalisation with separa
 element-wise ops and reductions (`Mean`, `SquaredDifference`, `Mul`, ...; as many again for
 the gradient), and for bfloat16 or float16 inputs casts to float32 and back around them: in
 the train step of a small ResNet on a CPU that is about a third of the step's CPU time
-(bench/profile_step.py). `FusedBatchNormalization` runs 4-D channels-last inputs through
-`FusedBatchNormV3` instead (float32, bfloat16 and float16 inputs, float32 statistics): one
-op forward, one backward, in training (batch moments) and in inference (moving statistics).
-It computes what Keras' layer computes, to float32 rounding: outputs, gradients and moving
-statistics agree within 1e-5 of their scale (tests/test_batchnorm.py).
+(bench/profile_step.py). `normalize(layer, inputs, training)` runs a Keras
+BatchNormalization layer's arithmetic through `FusedBatchNormV3` instead (float32, bfloat16
+and float16 inputs, float32 statistics; channels-last maps, and (batch, channels) vectors
+as 1x1 maps): one op forward, one backward, in training (batch moments) and in inference
+(moving statistics). It computes what Keras' layer computes, to float32 rounding: outputs,
+gradients and moving statistics agree within 1e-5 of their scale (tests/test_batchnorm.py).
+`FusedBatchNormalization` is the layer that calls it (the backbones'); the projection head
+calls it on its Keras BatchNormalization layers, whose saved weights are addressed by that
+class's name and so keep loading.
 
 The CPU kernel takes the variance in one pass, E[x^2] - E[x]^2, which loses float32's
 digits where a channel's mean is large against its spread (1,000 standard deviations: the
 outputs 2.9e-4 off a float64 reference; it moved the official selective-kernel ResNet-50's
-head output 5e-2 on 3-example batch statistics). Float32 inputs are therefore shifted first
-by a per-channel constant near the mean (the first example's spatial mean, outside the
-gradient): the normalisation does not depend on the shift, and the error falls to 8e-7.
+head output 5e-2 on 3-example batch statistics). Where the first examples of a float32 batch
+show a channel's mean beyond ten of its standard deviations, the inputs are therefore shifted
+first by those examples' per-channel mean (outside the gradient): the normalisation does not
+depend on the shift, and the error falls to 8e-7. Elsewhere the error is below 1e-7 and the
+shift, a pass over the whole tensor (3% of the preset's train step), is skipped.
 Low-precision inputs carry fewer digits than the cancellation costs and are not shifted.
 The official code builds its BN unfused, so a model imported from it computes its numbers
 to float32 rounding, not bit for bit; in training mode, statistics of a few examples that
@@ -28,12 +34,73 @@ tests hold the fused path to Keras' within 1e-5.
 Synchronized BN keeps Keras' path: its moments come from an all-reduce over the replicas,
 and the fused kernel given those moments (its inference form) would not pass gradients
 through them, which training needs. Masks, renorm, other ranks and layouts, and layers
-without scale or center also keep Keras' path.
+without scale also keep Keras' path.
 """
 import keras
 import tensorflow as tf
 
 _FUSED_DTYPES = ("float32", "bfloat16", "float16")  # what FusedBatchNormV3 takes
+_SHIFT_SAMPLE = 8  # examples whose moments decide the shift
+_SHIFT_RATIO = 100.0  # shift where mean^2 > ratio * variance: beyond ten standard deviations
+
+
+def fuses(layer, inputs, mask=None) -> bool:
+    """Whether `normalize` takes the fused kernel for this layer and input."""
+    return (mask is None and keras.backend.backend() == "tensorflow"
+            and keras.backend.standardize_dtype(inputs.dtype) in _FUSED_DTYPES
+            and len(inputs.shape) in (2, 4) and layer.axis in (-1, len(inputs.shape) - 1)
+            and not layer.synchronized and not layer.renorm and layer.scale)
+
+
+def _shifted(maps):
+    """(maps - shift, shift): the first examples' per-channel mean where it lies beyond ten
+    standard deviations in some channel, else (maps, zeros); see the module's docstring."""
+    sample = tf.stop_gradient(maps[:_SHIFT_SAMPLE])
+    mean = tf.reduce_mean(sample, axis=[0, 1, 2])
+    variance = tf.reduce_mean(tf.square(sample - mean), axis=[0, 1, 2])
+    far = tf.reduce_any(tf.square(mean) > _SHIFT_RATIO * variance)
+    shift = tf.where(far, mean, tf.zeros_like(mean))
+    return tf.cond(far, lambda: maps - shift, lambda: maps), shift
+
+
+def normalize(layer, inputs, training=None):
+    """`layer(inputs, training=training)` of a built `keras.layers.BatchNormalization`
+    through the fused kernel; only where `fuses(layer, inputs)`."""
+    with tf.name_scope(layer.name):
+        maps = inputs if len(inputs.shape) == 4 else inputs[:, None, None, :]
+        outputs = _fused(layer, maps, training and layer.trainable)  # frozen layers infer
+        return outputs if len(inputs.shape) == 4 else outputs[:, 0, 0, :]
+
+
+def _fused(layer, maps, training):
+    scale = tf.cast(layer.gamma, tf.float32)
+    offset = (tf.cast(layer.beta, tf.float32) if layer.center
+              else tf.zeros_like(scale))
+    if not training:
+        outputs, *_ = tf.raw_ops.FusedBatchNormV3(
+            x=maps, scale=scale, offset=offset,
+            mean=tf.cast(layer.moving_mean, tf.float32),
+            variance=tf.cast(layer.moving_variance, tf.float32),
+            epsilon=layer.epsilon, data_format="NHWC", is_training=False)
+        return outputs
+    shift = 0.0
+    if maps.dtype == tf.float32:
+        maps, shift = _shifted(maps)
+    empty = tf.constant([], tf.float32)
+    outputs, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
+        x=maps, scale=scale, offset=offset, mean=empty, variance=empty,
+        epsilon=layer.epsilon, exponential_avg_factor=1.0, data_format="NHWC",
+        is_training=True)
+    mean = mean + shift
+    # The kernel returns the unbiased variance (n / (n - 1)); Keras averages the biased.
+    count = tf.cast(tf.size(maps) // tf.shape(maps)[-1], tf.float32)
+    variance = variance * (count - 1.0) / count
+    layer.moving_mean.assign(layer.moving_mean * layer.momentum
+                             + tf.cast(mean, layer.moving_mean.dtype) * (1.0 - layer.momentum))
+    layer.moving_variance.assign(
+        layer.moving_variance * layer.momentum
+        + tf.cast(variance, layer.moving_variance.dtype) * (1.0 - layer.momentum))
+    return outputs
 
 
 @keras.saving.register_keras_serializable(package="keras_simclr")
@@ -44,39 +111,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     (with the biased batch variance).
     """
 
-    def _fuses(self, inputs, mask) -> bool:
-        return (mask is None and keras.backend.backend() == "tensorflow"
-                and keras.backend.standardize_dtype(inputs.dtype) in _FUSED_DTYPES
-                and len(inputs.shape) == 4 and self.axis in (-1, 3)
-                and not self.synchronized and not self.renorm
-                and self.scale and self.center)
-
     def call(self, inputs, training=None, mask=None):
-        if not self._fuses(inputs, mask):
+        if not fuses(self, inputs, mask):
             return super().call(inputs, training=training, mask=mask)
-        scale = tf.cast(self.gamma, tf.float32)
-        offset = tf.cast(self.beta, tf.float32)
-        if not (training and self.trainable):  # Keras' rule: frozen layers infer
-            outputs, *_ = tf.raw_ops.FusedBatchNormV3(
-                x=inputs, scale=scale, offset=offset,
-                mean=tf.cast(self.moving_mean, tf.float32),
-                variance=tf.cast(self.moving_variance, tf.float32),
-                epsilon=self.epsilon, data_format="NHWC", is_training=False)
-            return outputs
-        shift = 0.0
-        if inputs.dtype == tf.float32:  # see the module's docstring
-            shift = tf.stop_gradient(tf.reduce_mean(inputs[:1], axis=[0, 1, 2]))
-        empty = tf.constant([], tf.float32)
-        outputs, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
-            x=inputs - shift, scale=scale, offset=offset, mean=empty, variance=empty,
-            epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC",
-            is_training=True)
-        mean = mean + shift
-        # The kernel returns the unbiased variance (n / (n - 1)); Keras averages the biased.
-        count = tf.cast(tf.size(inputs) // tf.shape(inputs)[-1], tf.float32)
-        variance = variance * (count - 1.0) / count
-        self.moving_mean.assign(self.moving_mean * self.momentum
-                                + mean * (1.0 - self.momentum))
-        self.moving_variance.assign(self.moving_variance * self.momentum
-                                    + variance * (1.0 - self.momentum))
-        return outputs
+        return normalize(self, inputs, training)

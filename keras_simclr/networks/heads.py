@@ -3,11 +3,15 @@
 As the official code (google-research/simclr `tf2/model.py`, `ProjectionHead`): `depth`
 Dense layers with BatchNormalization; the hidden ones have width `hidden_dim` (by default
 the width of h), BN with a shift and ReLU; the last maps to `output_dim` (128) with BN and
-neither bias nor ReLU. Depth 3 is SimCLRv2, depth 2 SimCLRv1. SimCLRv2 fine-tunes from the
+neither bias nor ReLU. Depth 3 is SimCLRv2, depth 2 SimCLRv1. The BN layers are Keras'
+(saved models address their weights by that class's name) and compute through the fused
+kernel as the backbones' do (`batchnorm.normalize`). SimCLRv2 fine-tunes from the
 middle of the head: `ProjectionHead.call(h, num_layers=k)` applies only the first k layers,
 and `features_model(encoder, head, k)` is the Keras model from images to that layer's output.
 """
 import keras
+
+from keras_simclr.networks import batchnorm
 
 
 @keras.saving.register_keras_serializable(package="keras_simclr")
@@ -49,7 +53,10 @@ class ProjectionHead(keras.layers.Layer):
         """Apply the first `num_layers` layers (all by default)."""
         x = inputs
         for index in range(self.depth if num_layers is None else num_layers):
-            x = self.bn_layers[index](self.dense_layers[index](x), training=training)
+            x, bn = self.dense_layers[index](x), self.bn_layers[index]
+            # Keras' layer (its saved weights' name) with the fused kernel's arithmetic
+            x = (batchnorm.normalize(bn, x, training) if batchnorm.fuses(bn, x)
+                 else bn(x, training=training))
             if index != self.depth - 1:
                 x = keras.ops.relu(x)
         return x

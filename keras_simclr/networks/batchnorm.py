@@ -67,9 +67,10 @@ def normalize(layer, inputs, training=None):
     """`layer(inputs, training=training)` of a built `keras.layers.BatchNormalization`
     through the fused kernel; only where `fuses(layer, inputs)`."""
     with tf.name_scope(layer.name):
-        maps = inputs if len(inputs.shape) == 4 else inputs[:, None, None, :]
-        outputs = _fused(layer, maps, training and layer.trainable)  # frozen layers infer
-        return outputs if len(inputs.shape) == 4 else outputs[:, 0, 0, :]
+        if len(inputs.shape) == 4:
+            return _fused(layer, inputs, training and layer.trainable)  # frozen layers infer
+        maps = tf.reshape(inputs, [-1, 1, 1, inputs.shape[-1]])
+        return tf.reshape(_fused(layer, maps, training and layer.trainable), tf.shape(inputs))
 
 
 def _fused(layer, maps, training):

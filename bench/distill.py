@@ -10,8 +10,9 @@ For each --label_fractions f and --seeds s, from one pretraining run of the CPU 
 2. student: `python -m apps.distill --teacher=WORK/seed<s>/finetune_<f>
    --model_dir=WORK/seed<s>/distill_<f> --seed=s --epochs=--distill_epochs` on the whole
    --train_split (the 45k-image train folder; its labels unused), the teacher's
-   architecture (self-distillation) with new weights, or with --student_from_pretrained the
-   pretraining run's encoder (`--student_from=--pretrained`);
+   architecture (self-distillation) with new weights, or with --student_from_pretrained
+   started from the pretraining run (`--student_from=--pretrained`: its encoder, and its
+   head's first layer with --finetune_from_head_layer=1);
 3. top-1 of both on --eval_split (val), from the apps' result.json files, and the CPU time
    (user + system of the child process, start-up and evaluation included) of each app;
    each pair's row is printed and appended to --results as soon as it is done.
@@ -57,7 +58,8 @@ def parse_args(argv):
                         help="apps.finetune's flag (SimCLRv2: 1); default: from the encoder")
     parser.add_argument("--distill_epochs", type=int, default=10)
     parser.add_argument("--student_from_pretrained", action="store_true",
-                        help="start the student from --pretrained's encoder, not new weights")
+                        help="start the student from --pretrained (its encoder, and the head "
+                             "layers the teacher reads), not new weights")
     parser.add_argument("--timing_steps", type=int, default=10)
     common.add_output_flags(parser, "a row per fraction and seed")
     return parser.parse_args(argv)

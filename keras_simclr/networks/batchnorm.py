@@ -66,11 +66,12 @@ def _shifted(maps):
 def normalize(layer, inputs, training=None):
     """`layer(inputs, training=training)` of a built `keras.layers.BatchNormalization`
     through the fused kernel; only where `fuses(layer, inputs)`."""
+    training = training and layer.trainable  # Keras' rule: frozen layers infer
     with tf.name_scope(layer.name):
         if len(inputs.shape) == 4:
-            return _fused(layer, inputs, training and layer.trainable)  # frozen layers infer
+            return _fused(layer, inputs, training)
         maps = tf.reshape(inputs, [-1, 1, 1, inputs.shape[-1]])
-        return tf.reshape(_fused(layer, maps, training and layer.trainable), tf.shape(inputs))
+        return tf.reshape(_fused(layer, maps, training), tf.shape(inputs))
 
 
 def _fused(layer, maps, training):

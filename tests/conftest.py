@@ -33,11 +33,15 @@ def tiny_images():
     return blob_images(128)
 
 
-# The files that take a minute or more of one test worker (`--durations`), longest first.
-# Each worker runs whole files (`--dist loadfile`) in collection order; started last, as
-# their names sort, these left one worker running alone for the suite's last minute.
+# The files that take 40 s or more of one test worker (`--durations`, summed per file),
+# longest first. Each worker runs whole files (`--dist loadfile`) in this order
+# (`--no-loadscope-reorder`: xdist otherwise sorts the files by their number of tests), so
+# the longest start first and the short ones fill in at the end; started late, one long
+# file left a worker running alone for the suite's last minute and a half.
 LONGEST_FIRST = ["test_official.py", "test_apps_resilience.py", "test_apps.py",
-                 "test_distribute.py", "test_cluster.py", "test_storage.py", "test_model.py"]
+                 "test_apps_distill.py", "test_distribute.py", "test_model.py",
+                 "test_storage.py", "test_cluster.py", "test_gradient_cache.py",
+                 "test_data.py", "test_backbones.py"]
 
 
 def pytest_collection_modifyitems(items):

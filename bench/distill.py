@@ -1,14 +1,17 @@
 """Fine-tune, then distil: teacher and self-distilled student top-1 on CIFAR-10 val (issue 39).
 
 For each --label_fractions f and --seeds s, from one pretraining run of the CPU preset
-(`python -m apps.pretrain --flagfile=apps/configs/cifar10_cpu.cfg --model_dir=runs/cifar10_cpu`):
+(`python -m apps.pretrain --flagfile=apps/configs/cifar10_cpu.cfg --model_dir=runs/cifar10_cpu`),
+or from two (--teacher_pretrained: a wider or longer-trained run fine-tuned as the teacher,
+distilled into a student started from --pretrained: big to small):
 
 1. teacher: `python -m apps.finetune --model_dir=WORK/seed<s> --label_fraction=f --seed=s
    --epochs=--finetune_epochs [--finetune_from_head_layer=K]`, where WORK/seed<s> links the
-   run's model.keras and config.json (apps.finetune writes finetune_<f>/ beside them, one
+   teacher's run's model.keras and config.json (apps.finetune writes finetune_<f>/ beside them, one
    directory per seed);
 2. student: `python -m apps.distill --teacher=WORK/seed<s>/finetune_<f>
-   --model_dir=WORK/seed<s>/distill_<f> --seed=s --epochs=--distill_epochs` on the whole
+   --model_dir=WORK/seed<s>/distill_<f> --seed=s --epochs=--distill_epochs
+   --temperature=--temperature` on the whole
    --train_split (the 45k-image train folder; its labels unused), the teacher's
    architecture (self-distillation) with new weights, or with --student_from_pretrained
    started from the pretraining run (`--student_from=--pretrained`: its encoder, and its
@@ -24,6 +27,8 @@ of --timing_steps steps after two warm-up steps. Time it on a quiet machine only
 
     python bench/distill.py --pretrained=runs/cifar10_cpu --json
     python bench/distill.py --pretrained=runs/cifar10_cpu --label_fractions=0.01 --seeds=0
+    python bench/distill.py --pretrained=runs/cifar10_cpu --teacher_pretrained=runs/longer \
+        --student_from_pretrained --label_fractions=0.01
 """
 import json
 import os
@@ -47,6 +52,9 @@ def parse_args(argv):
     parser = common.batch_parser(__doc__, 256, batch_help="batch of both apps and timings")
     parser.add_argument("--pretrained", default="runs/cifar10_cpu",
                         help="the CPU preset's pretraining run (model.keras, config.json)")
+    parser.add_argument("--teacher_pretrained", default=None,
+                        help="fine-tune the teacher from this run instead of --pretrained "
+                             "(big to small: the student still starts from --pretrained)")
     parser.add_argument("--work_dir", default="runs/bench_distill")
     parser.add_argument("--dataset", default="folder:../shared/data/cifar10")
     parser.add_argument("--train_split", default="train")
@@ -57,6 +65,8 @@ def parse_args(argv):
     parser.add_argument("--finetune_from_head_layer", type=int, default=None,
                         help="apps.finetune's flag (SimCLRv2: 1); default: from the encoder")
     parser.add_argument("--distill_epochs", type=int, default=10)
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="apps.distill's --temperature (SimCLRv2: 1)")
     parser.add_argument("--student_from_pretrained", action="store_true",
                         help="start the student from --pretrained (its encoder, and the head "
                              "layers the teacher reads), not new weights")
@@ -73,13 +83,14 @@ def run_app(name: str, *args: str) -> float:
 
 
 def seed_dir(args, seed: int) -> str:
-    """WORK/seed<s> with links to the pretraining run's model.keras and config.json."""
+    """WORK/seed<s> with links to the teacher's pretraining run's model.keras and config.json."""
     directory = os.path.abspath(os.path.join(args.work_dir, f"seed{seed}"))
     os.makedirs(directory, exist_ok=True)
     for name in ("model.keras", "config.json"):
         link = os.path.join(directory, name)
         if not os.path.lexists(link):
-            os.symlink(os.path.abspath(os.path.join(args.pretrained, name)), link)
+            os.symlink(os.path.abspath(os.path.join(args.teacher_pretrained or args.pretrained,
+                                                    name)), link)
     return directory
 
 
@@ -97,7 +108,8 @@ def teacher_and_student(args, fraction: float, seed: int) -> dict:
     student = os.path.join(run, f"distill_{fraction:g}")
     start = [f"--student_from={os.path.abspath(args.pretrained)}"] * args.student_from_pretrained
     distill_cpu = run_app("distill", f"--teacher={teacher}", f"--model_dir={student}",
-                          f"--epochs={args.distill_epochs}", *start, *common_flags)
+                          f"--epochs={args.distill_epochs}",
+                          f"--temperature={args.temperature:g}", *start, *common_flags)
     teacher_result = json.load(open(os.path.join(teacher, "result.json")))
     student_result = json.load(open(os.path.join(student, "result.json")))
     return {"label_fraction": fraction, "seed": seed, "teacher_top1": teacher_result["top1"],

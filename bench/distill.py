@@ -11,7 +11,7 @@ distilled into a student started from --pretrained: big to small):
    directory per seed);
 2. student: `python -m apps.distill --teacher=WORK/seed<s>/finetune_<f>
    --model_dir=WORK/seed<s>/distill_<f> --seed=s --epochs=--distill_epochs
-   --temperature=--temperature` on the whole
+   --distill_flags` on the whole
    --train_split (the 45k-image train folder; its labels unused), the teacher's
    architecture (self-distillation) with new weights, or with --student_from_pretrained
    started from the pretraining run (`--student_from=--pretrained`: its encoder, and its
@@ -65,8 +65,9 @@ def parse_args(argv):
     parser.add_argument("--finetune_from_head_layer", type=int, default=None,
                         help="apps.finetune's flag (SimCLRv2: 1); default: from the encoder")
     parser.add_argument("--distill_epochs", type=int, default=10)
-    parser.add_argument("--temperature", type=float, default=1.0,
-                        help="apps.distill's --temperature (SimCLRv2: 1)")
+    parser.add_argument("--distill_flags", default="",
+                        help="more flags for apps.distill, space-separated (e.g. "
+                             "'--temperature=2 --learning_rate=0.4')")
     parser.add_argument("--student_from_pretrained", action="store_true",
                         help="start the student from --pretrained (its encoder, and the head "
                              "layers the teacher reads), not new weights")
@@ -108,8 +109,8 @@ def teacher_and_student(args, fraction: float, seed: int) -> dict:
     student = os.path.join(run, f"distill_{fraction:g}")
     start = [f"--student_from={os.path.abspath(args.pretrained)}"] * args.student_from_pretrained
     distill_cpu = run_app("distill", f"--teacher={teacher}", f"--model_dir={student}",
-                          f"--epochs={args.distill_epochs}",
-                          f"--temperature={args.temperature:g}", *start, *common_flags)
+                          f"--epochs={args.distill_epochs}", *args.distill_flags.split(),
+                          *start, *common_flags)
     teacher_result = json.load(open(os.path.join(teacher, "result.json")))
     student_result = json.load(open(os.path.join(student, "result.json")))
     return {"label_fraction": fraction, "seed": seed, "teacher_top1": teacher_result["top1"],

@@ -27,7 +27,7 @@ of --timing_steps steps after two warm-up steps. Time it on a quiet machine only
 
     python bench/distill.py --pretrained=runs/cifar10_cpu --json
     python bench/distill.py --pretrained=runs/cifar10_cpu --label_fractions=0.01 --seeds=0
-    python bench/distill.py --pretrained=runs/cifar10_cpu --teacher_pretrained=runs/longer \
+    python bench/distill.py --pretrained=runs/cifar10_cpu --teacher_pretrained=runs/cifar10_cpu_90 \
         --student_from_pretrained --label_fractions=0.01
 """
 import json

@@ -158,6 +158,8 @@ def step_costs(args) -> dict:
 def report(args, info: dict, costs: dict, row: dict) -> None:
     """Print one fraction and seed's figures; append its row to --results."""
     start = "pretrained" if row["student_from_pretrained"] else "new weights"
+    if args.teacher_pretrained:  # big to small
+        start += f" (teacher fine-tuned from {args.teacher_pretrained})"
     print(f"{100 * row['label_fraction']:g}% labels, seed {row['seed']}: teacher top-1 "
           f"{100 * row['teacher_top1']:.2f}%, student ({start}) "
           f"{100 * row['student_top1']:.2f}%", flush=True)

@@ -7,6 +7,9 @@ not used unless --label_weight > 0): each step both see the same random crop + f
 T^2 * CE(softmax(teacher / T), student / T) (`keras_simclr.distillation`). The teacher is a
 `classifier.keras` directory of apps.finetune (or of an earlier apps.distill), or a model
 directory of apps.import_official whose release has a supervised head; it is frozen.
+With --student_color_jitter=S the student's copy of each view is also colour-distorted while
+the teacher labels the clean one (Noisy Student, Xie et al. 2020): a student that sees what
+its teacher sees learns to copy it, and one with noise of its own can beat it.
 
 The student has the teacher's architecture (self-distillation), new weights, unless the
 encoder flags of apps.pretrain are given (--backbone, --width_multiplier, ... : encoder +
@@ -33,6 +36,7 @@ from keras_simclr.training import resilience
 from keras_simclr.training.callbacks import (EpochCheckpoint, checkpoint_position,
                                              latest_checkpoint)
 from keras_simclr.utils import storage
+from keras_simclr.views import augment
 from keras_simclr.views.augment import SimCLRAugment
 
 FLAGS = flags.FLAGS
@@ -51,6 +55,12 @@ flags.register_validator("label_weight", lambda v: v >= 0,
 flags.DEFINE_string("student_from", None, "Start the student from this pretraining run: "
                     "its encoder, and its head's first layers where the teacher reads a "
                     "head layer (default: new weights).")
+flags.DEFINE_float("student_color_jitter", 0.0, "Noise for the student alone (Noisy "
+                   "Student, Xie et al. 2020): its copy of each view also gets SimCLR's colour "
+                   "distortion of this strength (jitter with p 0.8, grayscale with p 0.2) while "
+                   "the teacher labels the clean view; 0: both see the same view (SimCLRv2).")
+flags.register_validator("student_color_jitter", lambda v: v >= 0,
+                         message="--student_color_jitter must be 0 or more")
 recipe_flags.define_encoder_flags()
 classify.define_training_flags(30, "Distillation")
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in model_dir/checkpoints.")
@@ -149,14 +159,22 @@ def build_student(teacher, image_size: int):
 def train_dataset(dataset: str, image_size: int, batch_size: int, resize_method: str,
                   start: int):
     """Endless crop + flip batches `(views, labels)` from global batch `start` on, in the
-    order a run from batch 0 sees them (resumable)."""
+    order a run from batch 0 sees them (resumable); with --student_color_jitter the views
+    are (teacher's, student's): the student's is the same crop, colour-distorted."""
     crop_and_flip = SimCLRAugment.crop_and_flip(image_size, seed=FLAGS.seed,
                                                 resize_method=resize_method)
+    noise = (augment.color_distortion(image_size, FLAGS.student_color_jitter,
+                                      seed=FLAGS.seed + 1)
+             if FLAGS.student_color_jitter else None)
+
+    def views(images, labels):
+        view = crop_and_flip(images)
+        return ((view, noise.after_crop(view)) if noise else view), labels
+
     ds = data.pretrain_dataset(dataset, FLAGS.train_split, image_size=image_size,
                                global_batch_size=batch_size, data_dir=FLAGS.data_dir,
                                seed=FLAGS.seed, strict=FLAGS.strict, start_batch=start)
-    return ds.map(lambda images, labels: (crop_and_flip(images), labels),
-                  num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.map(views, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def plan(teacher):
@@ -220,7 +238,8 @@ def main(argv):
                f"{FLAGS.temperature:g}): {FLAGS.epochs} epoch(s) x {steps} steps of batch "
                f"{batch_size}")
     config = {name: FLAGS[name].value for name in ("teacher", "student_from", "temperature",
-                                                   "label_weight", "train_split", "seed")}
+                                                   "label_weight", "student_color_jitter",
+                                                   "train_split", "seed")}
     common.write_json(os.path.join(FLAGS.model_dir, common.CONFIG_FILE),
                       dict(config, dataset=dataset, image_size=image_size,
                            resize_method=resize))

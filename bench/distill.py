@@ -29,6 +29,8 @@ of --timing_steps steps after two warm-up steps. Time it on a quiet machine only
     python bench/distill.py --pretrained=runs/cifar10_cpu --label_fractions=0.01 --seeds=0
     python bench/distill.py --pretrained=runs/cifar10_cpu --teacher_pretrained=runs/cifar10_cpu_90 \
         --student_from_pretrained --label_fractions=0.01
+    python bench/distill.py --pretrained=runs/cifar10_cpu --student_from_pretrained \
+        --label_fractions=0.01 "--distill_flags=--student_color_jitter=1.0"
 """
 import json
 import os

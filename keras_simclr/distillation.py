@@ -13,6 +13,9 @@ logits are cut from the graph. Keras sums the replicas' gradients without dividi
 computed in `train_step` by their number, so the step differentiates `loss / replicas` (as
 `SimCLR` does): the summed gradient is that of the global mean.
 
+A batch of pairs `(teacher_view, student_view)` gives the student a view of its own, the
+teacher's view with noise added (Noisy Student, Xie et al. 2020); one tensor: both see it.
+
 The student is any Keras classifier from images to logits; the apps use a `LinearClassifier`
 with `fine_tune=True` (what apps.finetune writes), so the distilled student is evaluated,
 exported and checkpointed like a fine-tuned one. Calling the `Distiller` runs the student.
@@ -120,14 +123,16 @@ class Distiller(DistributedFitMixin, keras.Model):
 
     def train_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        # (teacher's view, student's noised view), or one view for both
+        teacher_x, student_x = x if isinstance(x, (tuple, list)) else (x, x)
         if not self.built:  # without a strategy Keras builds at the first trace only
-            self.build(tuple(x.shape))
-        images = to_float_images(x)
-        targets = self.teacher_logits(images)
+            self.build(tuple(teacher_x.shape))
+        targets = self.teacher_logits(to_float_images(teacher_x))
+        student_images = to_float_images(student_x)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         use_labels = bool(self.label_weight) and y is not None
         with tf.GradientTape() as tape:
-            logits = tf.cast(self.student(images, training=True), tf.float32)
+            logits = tf.cast(self.student(student_images, training=True), tf.float32)
             loss = distillation_loss(targets, logits, self.temperature)
             total = loss
             if use_labels:

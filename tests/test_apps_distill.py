@@ -70,10 +70,11 @@ def test_sigterm_then_resume_gives_a_classifier_the_apps_take(setup, tmp_path):
 
 
 def test_kill_minus_nine_then_resume_repeats_no_step(setup, tmp_path):
+    # with the student's own noise: batches of (teacher's view, student's view) resume too
     dataset, teacher, _ = setup
     out = str(tmp_path / "student")
     args = [f"--teacher={teacher}", f"--model_dir={out}", f"--dataset={dataset}",
-            "--epochs=3", "--batch_size=16"]
+            "--epochs=3", "--batch_size=16", "--student_color_jitter=0.5"]
     process = app_server.start(["apps.distill", *args])
     wait_for(os.path.join(out, "checkpoints", "ckpt-1.keras"), process)
     process.kill()  # no handler runs: the epoch checkpoints are what is left
@@ -86,6 +87,8 @@ def test_kill_minus_nine_then_resume_repeats_no_step(setup, tmp_path):
     final = keras.saving.load_model(os.path.join(out, "checkpoints", "ckpt-3.keras"))
     assert int(final.optimizer.iterations) == 3 * 6  # no step lost or repeated
     assert os.path.exists(os.path.join(out, "classifier.keras"))
+    with open(os.path.join(out, "config.json")) as f:
+        assert json.load(f)["student_color_jitter"] == 0.5
 
 
 def _no_classifier_run(directory, image_size):

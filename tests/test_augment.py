@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_simclr.views import color
+from keras_simclr.views import augment, color
 from keras_simclr.views.augment import SimCLRAugment
 from keras_simclr.views.multicrop import MultiCropAugment
 
@@ -277,3 +277,15 @@ def test_example_crops_are_seeded_per_example():
     assert not np.allclose(first, second)
     other = augment.example_crops(image, tf.constant([6, 0], tf.int64))[0]
     assert not np.allclose(first, other)
+
+
+def test_color_distortion_changes_colours_in_place():
+    # A distilled student's noise: each image's pixels go through one colour map, so the
+    # picture stays where it was (no flip, no crop) while its colours change
+    images = np.zeros((32, 8, 8, 3), "float32")
+    images[:, :, 0] = [0.9, 0.2, 0.1]  # a red left column on dark blue
+    images[:, :, 1:] = [0.1, 0.2, 0.6]
+    noised = augment.color_distortion(8, 0.5, seed=0).after_crop(images).numpy()
+    assert not np.allclose(noised, images, atol=1e-3)
+    np.testing.assert_allclose(noised[:, :, 1:], noised[:, :, 1:2].repeat(7, 2), atol=1e-6)
+    assert np.abs(noised[:, :, 0] - noised[:, :, 1]).max(axis=(1, 2)).min() > 1e-3

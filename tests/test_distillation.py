@@ -78,6 +78,23 @@ def test_the_teacher_never_changes_and_gets_no_gradient():
     assert tape.gradient(loss, teacher_logits) is None
 
 
+def test_a_pair_of_views_gives_the_teacher_the_first_and_the_student_the_second():
+    # Noisy Student: the teacher labels the clean view, the student learns on its noised copy
+    teacher, student = _classifier(1), _classifier(2)
+    rng = np.random.default_rng(3)
+    clean, noised = rng.uniform(0, 1, (2, 8, 8, 8, 3)).astype("float32")
+    distiller = Distiller(teacher, student, temperature=2.0)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0))
+    history = distiller.fit(tf.data.Dataset.from_tensors(((clean, noised),)), epochs=1,
+                            verbose=0).history
+    want = distillation_loss(teacher(clean, training=False), student(noised, training=True),
+                             2.0)
+    assert history["distill_loss"][0] == pytest.approx(float(want), rel=1e-5)
+    swapped = distillation_loss(teacher(noised, training=False),
+                                student(clean, training=True), 2.0)
+    assert float(swapped) != pytest.approx(float(want), rel=1e-3)
+
+
 def test_the_distiller_saves_and_loads_with_its_step(tmp_path):
     distiller = Distiller(_classifier(1), _classifier(2), temperature=2.0)
     # momentum: the optimizer has a state per variable, which must load with the model

@@ -285,3 +285,16 @@ class SimCLRAugment(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), **{name: getattr(self, name) for name in _ARGUMENTS}}
+
+
+def color_distortion(image_size: int, strength: float, seed: int | None = None
+                     ) -> SimCLRAugment:
+    """SimCLR's colour distortion alone, for `after_crop` on views already cropped and
+    flipped: jitter of `strength` with p 0.8, grayscale with p 0.2, no flip (the noise a
+    distilled student sees on its teacher's view, apps.distill --student_color_jitter).
+
+    Args:
+        image_size, seed: as for `SimCLRAugment`.
+        strength: s of the colour jitter.
+    """
+    return SimCLRAugment(image_size, flip_prob=0.0, jitter_strength=strength, seed=seed)

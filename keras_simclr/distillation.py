@@ -115,6 +115,8 @@ class Distiller(DistributedFitMixin, keras.Model):
         return metrics
 
     def call(self, images, training=False):
+        if isinstance(images, (tuple, list)):  # (teacher's view, student's view)
+            images = images[1]
         return self.student(to_float_images(images), training=training)
 
     def teacher_logits(self, images):

@@ -3,7 +3,8 @@
 Logical CPU devices must be set up before TensorFlow initialises, hence a fresh process.
 Usage: python tests/_distill_helper.py OUT.npz
 Writes the student's weights after one SGD step on the same global batch from the same
-weights: "1/..." with the default strategy, "2/..." mirrored over 2 logical CPUs.
+weights: "1/..." with the default strategy, "2/..." mirrored over 2 logical CPUs; "1p/..."
+and "2p/..." the same on pairs (teacher's view, student's noised view).
 """
 import os
 import sys
@@ -32,14 +33,14 @@ def _classifier(seed, synchronized_bn):
     return classifier
 
 
-def _student_after_one_step(strategy, images):
+def _student_after_one_step(strategy, x):
     import keras
     from keras_simclr.distillation import Distiller
 
     with strategy.scope():
         distiller = Distiller(_classifier(1, False), _classifier(2, True), temperature=2.0)
         distiller.compile(optimizer=keras.optimizers.SGD(0.5))
-    distiller.fit(images, batch_size=GLOBAL_BATCH, epochs=1, shuffle=False, verbose=0)
+    distiller.fit(x, batch_size=GLOBAL_BATCH, epochs=1, shuffle=False, verbose=0)
     return [w for w in distiller.student.get_weights()]
 
 
@@ -51,11 +52,13 @@ def main(out_path):
 
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     images = np.random.default_rng(0).uniform(0, 1, (GLOBAL_BATCH, 8, 8, 3)).astype("float32")
+    pairs = (images, np.sqrt(images))  # the student's view: a colour change of the teacher's
     results = {}
     for key, strategy in (("1", tf.distribute.get_strategy()),
                           ("2", tf.distribute.MirroredStrategy(devices[:2]))):
-        for i, weight in enumerate(_student_after_one_step(strategy, images)):
-            results[f"{key}/{i:03d}"] = weight
+        for suffix, x in (("", images), ("p", pairs)):
+            for i, weight in enumerate(_student_after_one_step(strategy, x)):
+                results[f"{key}{suffix}/{i:03d}"] = weight
     np.savez(out_path, **results)
 
 

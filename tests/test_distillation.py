@@ -128,4 +128,7 @@ def test_two_mirrored_replicas_give_the_student_the_update_of_one(tmp_path):
     keys = sorted(k.split("/", 1)[1] for k in saved.files if k.startswith("1/"))
     assert keys
     for key in keys:
-        np.testing.assert_allclose(saved[f"2/{key}"], saved[f"1/{key}"], atol=1e-5, err_msg=key)
+        for views in ("", "p"):  # one view for both, and (teacher's, student's) pairs
+            np.testing.assert_allclose(saved[f"2{views}/{key}"], saved[f"1{views}/{key}"],
+                                       atol=1e-5, err_msg=views + key)
+    assert not np.allclose(saved[f"1p/{keys[-1]}"], saved[f"1/{keys[-1]}"])

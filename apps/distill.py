@@ -36,8 +36,7 @@ from keras_simclr.training import resilience
 from keras_simclr.training.callbacks import (EpochCheckpoint, checkpoint_position,
                                              latest_checkpoint)
 from keras_simclr.utils import storage
-from keras_simclr.views import augment
-from keras_simclr.views.augment import SimCLRAugment
+from keras_simclr.views.augment import SimCLRAugment, color_distortion
 
 FLAGS = flags.FLAGS
 common.define_data_flags(("train_split", "eval_split"))
@@ -163,8 +162,7 @@ def train_dataset(dataset: str, image_size: int, batch_size: int, resize_method:
     are (teacher's, student's): the student's is the same crop, colour-distorted."""
     crop_and_flip = SimCLRAugment.crop_and_flip(image_size, seed=FLAGS.seed,
                                                 resize_method=resize_method)
-    noise = (augment.color_distortion(image_size, FLAGS.student_color_jitter,
-                                      seed=FLAGS.seed + 1)
+    noise = (color_distortion(image_size, FLAGS.student_color_jitter, seed=FLAGS.seed + 1)
              if FLAGS.student_color_jitter else None)
 
     def views(images, labels):

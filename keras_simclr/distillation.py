@@ -48,6 +48,15 @@ def distillation_loss(teacher_logits, student_logits, temperature: float = 1.0):
     return tf.reduce_mean(t * t * per_example)
 
 
+def _float_views(x):
+    """A batch's (teacher's, student's) images as float in [0, 1]: a pair (teacher's view,
+    student's view with noise of its own), or one view both see, converted once."""
+    if isinstance(x, (tuple, list)):
+        return tuple(to_float_images(view) for view in x)
+    images = to_float_images(x)
+    return images, images
+
+
 def _freeze(network: keras.Model) -> keras.Model:
     """`network` with every layer and variable non-trainable; returns it.
 
@@ -115,9 +124,7 @@ class Distiller(DistributedFitMixin, keras.Model):
         return metrics
 
     def call(self, images, training=False):
-        if isinstance(images, (tuple, list)):  # (teacher's view, student's view)
-            images = images[1]
-        return self.student(to_float_images(images), training=training)
+        return self.student(_float_views(images)[1], training=training)
 
     def teacher_logits(self, images):
         """The teacher's float32 logits, in inference mode and cut from the graph."""
@@ -125,12 +132,10 @@ class Distiller(DistributedFitMixin, keras.Model):
 
     def train_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        # (teacher's view, student's noised view), or one view for both
-        teacher_x, student_x = x if isinstance(x, (tuple, list)) else (x, x)
+        teacher_images, student_images = _float_views(x)
         if not self.built:  # without a strategy Keras builds at the first trace only
-            self.build(tuple(teacher_x.shape))
-        targets = self.teacher_logits(to_float_images(teacher_x))
-        student_images = to_float_images(student_x)
+            self.build(tuple(teacher_images.shape))
+        targets = self.teacher_logits(teacher_images)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         use_labels = bool(self.label_weight) and y is not None
         with tf.GradientTape() as tape:
